@@ -1,0 +1,1 @@
+"""The write path: Segment-compatible batched ingest with exact deduplication by messageId."""

@@ -1,0 +1,288 @@
+"""Use case: store a batch of events exactly once and answer with per-event results.
+
+Whole-request problems (bad JSON, no batch, too many events) raise before anything is stored.
+Per-event problems reject that event alone. The events, their hourly counts and the stored
+Idempotency-Key response commit together, before the response is sent: a 200 means durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from ingest import sql
+from ingest.events import BatchContext, Rejected, Row, parse_time, to_row
+from shared.auth import Principal
+from shared.errors import AppError, BadRequest, Conflict, InvalidJSON, PayloadTooLarge
+from shared.metrics import Metrics
+from shared.settings import Settings
+
+log = logging.getLogger("tally.ingest")
+
+BATCH_SIZE_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500)
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# A run of 19+ digits may be an integer past 64 bits, which orjson would silently turn into a
+# float; such bodies take the exact (slower) parser, and the event is rejected rather than altered.
+LONG_NUMBER = re.compile(rb"\d{19,}")
+MAX_IDEMPOTENCY_KEY = 255
+PURGE_INTERVAL_SECONDS = 600.0
+
+
+class IdempotencyKeyMismatch(AppError):
+    status, code, title = 422, "idempotency_key_mismatch", "Idempotency-Key reused with a different request"
+
+
+class IdempotencyKeyInUse(Conflict):
+    code, title = "idempotency_key_in_use", "A request with this Idempotency-Key is still in flight"
+
+
+class InvalidIdempotencyKey(BadRequest):
+    code = "invalid_idempotency_key"
+
+
+class IngestMetrics:
+    def __init__(self, metrics: Metrics):
+        self.events = metrics.counter(
+            "tally_ingest_events_total", "Events received, by outcome and rejection code.", ["outcome", "code"]
+        )
+        self.batch_size = metrics.histogram(
+            "tally_ingest_batch_size", "Events per ingest request.", [], BATCH_SIZE_BUCKETS
+        )
+        self.replays = metrics.counter(
+            "tally_ingest_idempotent_replays_total", "Responses replayed for a repeated Idempotency-Key.", []
+        )
+        self.duration = metrics.histogram(
+            "tally_ingest_duration_seconds", "Time to validate and store one ingest request.", [], DURATION_BUCKETS
+        )
+
+
+@dataclass(slots=True)
+class IngestResult:
+    status: int
+    body: bytes
+    replayed: bool = False
+
+
+def decode_json(body: bytes) -> Any:
+    try:
+        if LONG_NUMBER.search(body):
+            return json.loads(body, parse_constant=_no_constants)
+        return orjson.loads(body)
+    except (ValueError, RecursionError) as exc:  # orjson.JSONDecodeError is a ValueError
+        raise InvalidJSON(f"body is not valid JSON: {str(exc)[:200]}") from None
+
+
+def _no_constants(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_idempotency_key(values: list[str]) -> str | None:
+    """The key as an RFC 8941 sf-string ("...") or a bare token, at most 255 characters."""
+    if not values:
+        return None
+    if len(values) > 1:
+        raise InvalidIdempotencyKey("send one Idempotency-Key header, not several")
+    raw = values[0].strip()
+    if len(raw) >= 2 and raw[0] == '"' and raw[-1] == '"':
+        inner = raw[1:-1]
+        if re.search(r'\\[^"\\]|(?<!\\)"|\\$', inner):
+            raise _bad_key("is not a valid quoted string")
+        key = inner.replace('\\"', '"').replace("\\\\", "\\")
+    else:
+        key = raw
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY:
+        raise _bad_key(f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+    if any(not 0x20 <= ord(c) <= 0x7E for c in key):
+        raise _bad_key("may hold printable ASCII only")
+    return key
+
+
+def _bad_key(why: str) -> BadRequest:
+    return InvalidIdempotencyKey(f"Idempotency-Key {why}")
+
+
+def unpack(payload: Any, kind: str | None, settings: Settings) -> tuple[list, Any, dict | None]:
+    """(events, sentAt, batch context) from a request body, or a whole-request 4xx."""
+    if not isinstance(payload, dict):
+        raise BadRequest("body must be a JSON object")
+    if kind is None:
+        events = payload.get("batch")
+        if not isinstance(events, list):
+            raise BadRequest('body must be an object with a "batch" list of events')
+        if not events:
+            raise BadRequest("batch is empty")
+        if len(events) > settings.max_batch_events:
+            raise PayloadTooLarge(f"batch has {len(events)} events; the limit is {settings.max_batch_events}")
+        context = payload.get("context")
+        if context is not None and not isinstance(context, dict):
+            raise BadRequest("batch context must be a JSON object")
+        return events, payload.get("sentAt"), context
+    # A single-call body is the event itself; sentAt and writeKey belong to the request.
+    event = {k: v for k, v in payload.items() if k not in ("sentAt", "writeKey")}
+    return [event], payload.get("sentAt"), None
+
+
+def validate(events: list, kind: str | None, ctx: BatchContext) -> tuple[list[Row], list[dict], int]:
+    """(rows to store, per-event errors, in-batch duplicates). The first occurrence of an id wins."""
+    rows: list[Row] = []
+    errors: list[dict] = []
+    seen: set[str] = set()
+    duplicates = 0
+    for index, raw in enumerate(events):
+        try:
+            row = to_row(raw, kind, ctx)
+        except Rejected as rejection:
+            message_id = raw.get("messageId") if isinstance(raw, dict) else None
+            errors.append({
+                "index": index,
+                "messageId": message_id if isinstance(message_id, str) else None,
+                "code": rejection.code,
+                "detail": rejection.detail,
+            })
+            continue
+        if row.message_id in seen:
+            duplicates += 1
+            continue
+        seen.add(row.message_id)
+        rows.append(row)
+    return rows, errors, duplicates
+
+
+async def insert_rows(
+    conn: AsyncConnection, project: str, rows: list[Row], sent_at: datetime | None, received_at: datetime
+) -> int:
+    """Store rows not stored before; returns how many were new."""
+    if not rows:
+        return 0
+    rows = sorted(rows, key=lambda r: r.message_id)  # lock order, see sql.INSERT_EVENTS
+    params = {
+        "project": project,
+        "sent_at": sent_at,
+        "received_at": received_at,
+        "message_id": [r.message_id for r in rows],
+        "type": [r.type for r in rows],
+        "event": [r.event for r in rows],
+        "user_id": [r.user_id for r in rows],
+        "anonymous_id": [r.anonymous_id for r in rows],
+        "ts": [r.ts for r in rows],
+        "original_timestamp": [r.original_timestamp for r in rows],
+        "properties": [r.properties for r in rows],
+        "context": [r.context for r in rows],
+        "traits": [r.traits for r in rows],
+        "extra": [r.extra for r in rows],
+    }
+    cur = await conn.execute(sql.INSERT_EVENTS, params)
+    return len(await cur.fetchall())
+
+
+async def ingest(
+    pool: AsyncConnectionPool,
+    principal: Principal,
+    body: bytes,
+    *,
+    kind: str | None,
+    path: str,
+    idempotency_key: str | None,
+    settings: Settings,
+    metrics: IngestMetrics,
+) -> IngestResult:
+    started = time.perf_counter()
+    received_at = datetime.now(timezone.utc)
+    events, sent_at_raw, batch_context = unpack(decode_json(body), kind, settings)
+    sent_at = _request_sent_at(sent_at_raw)
+    ctx = BatchContext(
+        received_at=received_at,
+        sent_at=sent_at,
+        skew_threshold=timedelta(seconds=settings.clock_skew_threshold_seconds),
+        future_limit=received_at + timedelta(seconds=settings.future_tolerance_seconds),
+        max_event_bytes=settings.max_event_bytes,
+        batch_context=batch_context,
+    )
+    rows, errors, in_batch_duplicates = validate(events, kind, ctx)
+    project = principal.project
+
+    async with pool.connection() as conn:
+        if idempotency_key is None:
+            accepted = await insert_rows(conn, project, rows, sent_at, received_at)
+            result = _result(accepted, len(rows) - accepted + in_batch_duplicates, errors)
+        else:
+            fingerprint = hashlib.sha256(path.encode() + b"\n" + body).digest()
+            keys = {"project": project, "key": idempotency_key}
+            async with conn.transaction():
+                locked = await (await conn.execute(sql.TRY_LOCK_IDEMPOTENCY_KEY, keys)).fetchone()
+                if not locked[0]:
+                    raise IdempotencyKeyInUse("the first request with this key has not finished; retry shortly",
+                                              headers={"Retry-After": "1"})
+                stored = await (await conn.execute(
+                    sql.STORED_RESPONSE, {**keys, "ttl": settings.idempotency_ttl_seconds}
+                )).fetchone()
+                if stored is not None:
+                    if bytes(stored[0]) != fingerprint:
+                        raise IdempotencyKeyMismatch("this Idempotency-Key was used with a different body or endpoint")
+                    metrics.replays.inc()
+                    return IngestResult(stored[1], bytes(stored[2]), replayed=True)
+                accepted = await insert_rows(conn, project, rows, sent_at, received_at)
+                result = _result(accepted, len(rows) - accepted + in_batch_duplicates, errors)
+                await conn.execute(
+                    sql.UPSERT_RESPONSE, {**keys, "fingerprint": fingerprint, "status": 200, "body": result.body}
+                )
+    _count(metrics, len(events), accepted, len(rows) - accepted + in_batch_duplicates, errors)
+    metrics.duration.observe(time.perf_counter() - started)
+    return result
+
+
+def _request_sent_at(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_time(value, "sentAt")
+    except Rejected as rejection:
+        raise BadRequest(rejection.detail) from None
+
+
+def _result(accepted: int, duplicates: int, errors: list[dict]) -> IngestResult:
+    body = {
+        "success": True,
+        "accepted": accepted,
+        "duplicates": duplicates,
+        "rejected": len(errors),
+        "errors": errors,
+    }
+    return IngestResult(200, orjson.dumps(body))
+
+
+def _count(metrics: IngestMetrics, total: int, accepted: int, duplicates: int, errors: list[dict]) -> None:
+    metrics.batch_size.observe(total)
+    if accepted:
+        metrics.events.labels("accepted", "").inc(accepted)
+    if duplicates:
+        metrics.events.labels("duplicate", "").inc(duplicates)
+    for error in errors:
+        metrics.events.labels("rejected", error["code"]).inc()
+
+
+async def purge_expired_keys(pool: AsyncConnectionPool, ttl_seconds: int) -> int:
+    async with pool.connection() as conn:
+        cur = await conn.execute(sql.PURGE_EXPIRED_KEYS, {"ttl": ttl_seconds})
+        return cur.rowcount
+
+
+async def purge_loop(pool: AsyncConnectionPool, ttl_seconds: int) -> None:
+    """Keys are kept for the configured retention, then deleted (each worker runs this; it is idempotent)."""
+    while True:
+        await asyncio.sleep(PURGE_INTERVAL_SECONDS)
+        try:
+            await purge_expired_keys(pool, ttl_seconds)
+        except Exception as exc:  # the database may be down; try again next round
+            log.warning("idempotency key purge failed", extra={"error": type(exc).__name__})

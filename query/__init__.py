@@ -1,0 +1,1 @@
+"""The read path: keyset-paginated aggregates and event listings."""

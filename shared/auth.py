@@ -1,0 +1,198 @@
+"""JWT authentication: one verifier per app, one dependency per permission.
+
+Tokens arrive as `Authorization: Bearer <jwt>` or as Segment-style write keys,
+`Authorization: Basic base64(<jwt>:)`. Algorithms are pinned to the configured key family and
+never read from the token header, so `alg: none`, an HS256 token signed with a public key, and
+an unknown `kid` are all refused. `exp` is required (pyjwt checks time claims only when present).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import jwt
+from fastapi import Depends, Request
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+from shared.errors import Forbidden, Unauthorized
+from shared.settings import Settings
+
+SCOPES = ("ingest", "query", "admin")
+ASYMMETRIC_ALGORITHMS = ["RS256", "ES256"]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    project: str
+    sub: str
+    scopes: frozenset[str]
+    jti: str | None = None
+
+
+class TokenVerifier:
+    def __init__(self, settings: Settings):
+        self.audience = settings.jwt_audience
+        self.issuer = settings.jwt_issuer
+        self.leeway = settings.jwt_leeway_seconds
+        self.secret = settings.jwt_secret.get_secret_value().encode() if settings.jwt_secret else None
+        self.public_keys = load_public_keys(settings.jwt_public_keys) if settings.jwt_public_keys else {}
+        if self.secret is None and not self.public_keys:
+            raise ValueError("no JWT secret or public key configured (TALLY_JWT_SECRET or TALLY_JWT_PUBLIC_KEYS)")
+
+    def _key_for(self, token: str) -> tuple[Any, list[str]]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise Unauthorized("malformed token") from exc
+        alg = header.get("alg")
+        if alg == "HS256" and self.secret is not None:
+            return self.secret, ["HS256"]
+        if alg in ASYMMETRIC_ALGORITHMS and self.public_keys:
+            kid = header.get("kid")
+            if not isinstance(kid, str) and len(self.public_keys) == 1 and None in self.public_keys:
+                key, key_alg = self.public_keys[None]
+            elif isinstance(kid, str) and kid in self.public_keys:
+                key, key_alg = self.public_keys[kid]
+            else:
+                raise Unauthorized("unknown key id (kid)")
+            return key, [key_alg]
+        raise Unauthorized("token algorithm not accepted")
+
+    def verify(self, token: str) -> Principal:
+        key, algorithms = self._key_for(token)
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=algorithms,
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": ["exp", "sub", "aud"], "strict_aud": True},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized("token expired") from exc
+        except jwt.ImmatureSignatureError as exc:
+            raise Unauthorized("token not yet valid") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise Unauthorized("wrong audience") from exc
+        except jwt.InvalidIssuerError as exc:
+            raise Unauthorized("wrong issuer") from exc
+        except jwt.MissingRequiredClaimError as exc:
+            raise Unauthorized(f"missing claim {exc.claim}") from exc
+        except jwt.InvalidSignatureError as exc:
+            raise Unauthorized("bad signature") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthorized("invalid token") from exc
+        project = claims.get("project")
+        scope = claims.get("scope")
+        if not isinstance(project, str) or not project or len(project) > 64:
+            raise Unauthorized("missing claim project")
+        if not isinstance(scope, str):
+            raise Unauthorized("missing claim scope")
+        jti = claims.get("jti")
+        return Principal(project, claims["sub"], frozenset(scope.split()), jti if isinstance(jti, str) else None)
+
+
+def load_public_keys(path: Path) -> dict[str | None, tuple[Any, str]]:
+    """Read a PEM public key (no kid) or a JWKS file (keys by kid) into {kid: (key, alg)}."""
+    text = path.read_text()
+    if text.lstrip().startswith("{"):
+        keys: dict[str | None, tuple[Any, str]] = {}
+        for jwk in json.loads(text).get("keys", []):
+            kty = jwk.get("kty")
+            if kty == "RSA":
+                keys[jwk.get("kid")] = (RSAAlgorithm.from_jwk(jwk), "RS256")
+            elif kty == "EC":
+                keys[jwk.get("kid")] = (ECAlgorithm.from_jwk(jwk), "ES256")
+        return keys
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    key = load_pem_public_key(text.encode())
+    if isinstance(key, rsa.RSAPublicKey):
+        return {None: (key, "RS256")}
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return {None: (key, "ES256")}
+    raise ValueError(f"{path}: only RSA and EC public keys are supported")
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The JWT from a Bearer header, or from a Basic header whose username is the JWT."""
+    if not authorization:
+        raise Unauthorized("missing Authorization header")
+    scheme, _, value = authorization.partition(" ")
+    scheme = scheme.lower()
+    value = value.strip()
+    if scheme == "bearer" and value:
+        return value
+    if scheme == "basic" and value:
+        try:
+            decoded = base64.b64decode(value, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise Unauthorized("malformed Basic credentials") from exc
+        username = decoded.partition(":")[0]
+        if username:
+            return username
+    raise Unauthorized("expected Authorization: Bearer <token> or Basic <write key>")
+
+
+def authenticate(request: Request) -> Principal:
+    principal = request.app.state.verifier.verify(bearer_token(request.headers.get("authorization")))
+    # Read by the request middleware for the access log; never the token itself.
+    request.scope.setdefault("state", {})["project"] = principal.project
+    return principal
+
+
+def require(scope: str):
+    def dependency(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+        if scope not in principal.scopes:
+            raise Forbidden(f"this endpoint needs scope '{scope}'")
+        return principal
+
+    dependency.__name__ = f"require_{scope}"
+    return dependency
+
+
+IngestWriter = Annotated[Principal, Depends(require("ingest"))]
+QueryReader = Annotated[Principal, Depends(require("query"))]
+Admin = Annotated[Principal, Depends(require("admin"))]
+
+
+def mint_token(
+    secret: str,
+    *,
+    project: str,
+    scopes: list[str] | str,
+    audience: str = "tally",
+    issuer: str | None = None,
+    ttl_seconds: int = 3600,
+    sub: str = "dev",
+) -> str:
+    """An HS256 token with a unique jti, as `tally token` prints it."""
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "sub": sub,
+        "project": project,
+        "scope": scopes if isinstance(scopes, str) else " ".join(scopes),
+        "aud": audience,
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl_seconds,
+        "jti": str(uuid.uuid4()),
+    }
+    if issuer:
+        claims["iss"] = issuer
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(48)

@@ -1,0 +1,166 @@
+"""One error model: every non-2xx answer is RFC 9457 application/problem+json.
+
+Services raise an `AppError` subclass; `install_error_handlers` maps those, the framework's own
+errors (404, 405, request validation) and database unavailability to problem documents with a
+stable `code` and the `request_id`. Routers contain no `try`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+import psycopg
+import psycopg_pool
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_BASE = "https://tally.dev/problems/"
+
+log = logging.getLogger("tally.errors")
+
+
+class AppError(Exception):
+    status: int = 500
+    code: str = "internal_error"
+    title: str = "Internal server error"
+
+    def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None, **extra: Any):
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.headers = headers or {}
+        self.extra = extra
+
+
+class BadRequest(AppError):
+    status, code, title = 400, "bad_request", "Bad request"
+
+
+class InvalidJSON(AppError):
+    status, code, title = 400, "invalid_json", "Body is not valid JSON"
+
+
+class InvalidParameter(AppError):
+    status, code, title = 422, "invalid_parameter", "Invalid parameter"
+
+
+class Unauthorized(AppError):
+    status, code, title = 401, "invalid_token", "Missing or invalid credentials"
+
+    def __init__(self, detail: str | None = None, **extra: Any):
+        # RFC 6750 section 3: tell the client which scheme and why.
+        challenge = 'Bearer realm="tally", error="invalid_token"'
+        super().__init__(detail, headers={"WWW-Authenticate": challenge}, **extra)
+
+
+class Forbidden(AppError):
+    status, code, title = 403, "insufficient_scope", "Token lacks the scope this endpoint needs"
+
+
+class NotFound(AppError):
+    status, code, title = 404, "not_found", "Not found"
+
+
+class Conflict(AppError):
+    status, code, title = 409, "conflict", "Conflict"
+
+
+class PayloadTooLarge(AppError):
+    status, code, title = 413, "payload_too_large", "Payload too large"
+
+
+class UnsupportedMediaType(AppError):
+    status, code, title = 415, "unsupported_media_type", "Unsupported media type"
+
+
+class Unprocessable(AppError):
+    status, code, title = 422, "unprocessable", "Unprocessable content"
+
+
+class DatabaseUnavailable(AppError):
+    status, code, title = 503, "database_unavailable", "Database unavailable, retry later"
+
+    def __init__(self, detail: str | None = None, **extra: Any):
+        super().__init__(detail, headers={"Retry-After": "1"}, **extra)
+
+
+def problem_response(
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    request_id: str | None,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Response:
+    body: dict[str, Any] = {
+        "type": TYPE_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        "request_id": request_id,
+    }
+    if extra:
+        body.update(extra)
+    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _request_id(request: Request) -> str | None:
+    return request.scope.get("state", {}).get("request_id")
+
+
+def _from_app_error(request: Request, exc: AppError) -> Response:
+    return problem_response(
+        exc.status, exc.code, exc.title, exc.detail, _request_id(request), exc.headers, exc.extra
+    )
+
+
+_HTTP_CODES = {
+    400: ("bad_request", "Bad request"),
+    401: ("invalid_token", "Missing or invalid credentials"),
+    403: ("forbidden", "Forbidden"),
+    404: ("not_found", "Not found"),
+    405: ("method_not_allowed", "Method not allowed"),
+    413: ("payload_too_large", "Payload too large"),
+    415: ("unsupported_media_type", "Unsupported media type"),
+}
+
+
+def _from_http_exception(request: Request, exc: StarletteHTTPException) -> Response:
+    code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
+    detail = exc.detail if isinstance(exc.detail, str) else title
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"No route for {request.method} {request.url.path}"
+    return problem_response(exc.status_code, code, title, detail, _request_id(request), dict(exc.headers or {}))
+
+
+def _from_validation_error(request: Request, exc: RequestValidationError) -> Response:
+    errors = [
+        {"location": ".".join(str(p) for p in err.get("loc", ())), "message": err.get("msg", "")}
+        for err in exc.errors()
+    ]
+    names = ", ".join(e["location"] for e in errors) or "request"
+    return problem_response(
+        422, "invalid_parameter", "Invalid parameter", f"Invalid value for {names}",
+        _request_id(request), extra={"errors": errors},
+    )
+
+
+def _from_database_error(request: Request, exc: Exception) -> Response:
+    # A lost connection, a pool wait past its timeout, or a cancelled statement: the request
+    # may be retried. Its transaction did not commit, so nothing of it is half-stored.
+    log.warning("database unavailable: %s", type(exc).__name__)
+    return _from_app_error(request, DatabaseUnavailable())
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _from_app_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _from_http_exception)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _from_validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(psycopg_pool.PoolTimeout, _from_database_error)
+    app.add_exception_handler(psycopg.OperationalError, _from_database_error)

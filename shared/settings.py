@@ -1,0 +1,64 @@
+"""One settings object, read from `TALLY_*` environment variables and `.env`.
+
+Nothing reads the environment anywhere else: `create_app(settings)` receives an instance,
+so a test builds `Settings(database_url=..., jwt_secret=...)` and gets a whole app.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Role = Literal["all", "ingest", "query"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TALLY_", env_file=".env", extra="ignore")
+
+    # None means "use the embedded Postgres under data_dir" (only the `tally` command does that).
+    database_url: str | None = None
+    jwt_secret: SecretStr | None = None
+    jwt_audience: str = "tally"
+    jwt_issuer: str | None = None
+    # A PEM public key or a JWKS file; keys are chosen by the token's `kid`.
+    jwt_public_keys: Path | None = None
+    jwt_leeway_seconds: int = Field(30, ge=0, le=300)
+
+    db_pool_size: int = Field(10, ge=1, le=200)
+    # Seconds a request waits for a pooled connection before it is answered 503 + Retry-After.
+    db_pool_timeout: float = Field(2.0, gt=0, le=60)
+    db_statement_timeout_ms: int = Field(5000, ge=100)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    data_dir: Path = Path(".tally")
+    role: Role = "all"
+
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    max_batch_events: int = Field(1000, ge=1)
+    max_event_bytes: int = Field(32 * 1024, ge=256)
+    clock_skew_threshold_seconds: float = Field(60.0, ge=0)
+    future_tolerance_seconds: float = Field(86400.0, ge=0)
+    idempotency_ttl_seconds: int = Field(86400, ge=60)
+
+    @field_validator("database_url")
+    @classmethod
+    def _plain_postgres_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("TALLY_DATABASE_URL must be a postgresql:// URL")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The same database for SQLAlchemy/alembic, through the psycopg 3 driver."""
+        assert self.database_url is not None
+        return "postgresql+psycopg://" + self.database_url.split("://", 1)[1]

@@ -1,0 +1,1 @@
+"""The composition root: `create_app(settings)` and the `tally` command."""

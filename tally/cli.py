@@ -1,0 +1,207 @@
+"""The `tally` command: serve, migrate, token.
+
+Every failure is one line on stderr naming the problem, and a non-zero exit; never a traceback.
+Heavy imports happen inside the commands: PROMETHEUS_MULTIPROC_DIR must be set before
+prometheus_client is first imported by the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from pydantic import ValidationError
+
+
+class CommandError(Exception):
+    """A problem the user can fix; printed as one line."""
+
+
+def _settings(**overrides):
+    from shared.settings import Settings
+
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "TALLY_" + "_".join(str(p) for p in first["loc"]).upper()
+        raise CommandError(f"invalid setting {name}: {first['msg']}") from None
+
+
+def _resolve_database(settings):
+    """Fill in the embedded Postgres and the kept dev secret when no database URL is configured."""
+    if settings.database_url is not None:
+        return settings, False
+    from tally.embedded import embedded_database_url, kept_secret
+
+    try:
+        url = embedded_database_url(settings.data_dir)
+    except Exception as exc:  # pgserver reports failures with assorted exception types
+        raise CommandError(f"cannot start the embedded Postgres under {settings.data_dir}/pg: {exc}") from None
+    update = {"database_url": url}
+    if settings.jwt_secret is None and settings.jwt_public_keys is None:
+        from pydantic import SecretStr
+
+        update["jwt_secret"] = SecretStr(kept_secret(settings.data_dir))
+    return settings.model_copy(update=update), True
+
+
+def _describe(url: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        info = conninfo_to_dict(url)
+    except Exception:
+        return "the configured database"
+    return f"{info.get('host') or 'localhost'}:{info.get('port') or 5432}/{info.get('dbname') or ''}"
+
+
+def _check_database(url: str) -> None:
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise CommandError(f"cannot reach database at {_describe(url)}: {reason}") from None
+
+
+def _parse_ttl(text: str) -> int:
+    match = re.fullmatch(r"(\d+)([smhd]?)", text.strip())
+    if not match:
+        raise CommandError(f"invalid --ttl {text!r}: use a number with s, m, h or d, like 30d")
+    return int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+
+
+def cmd_migrate(args) -> None:
+    settings, _ = _resolve_database(_settings())
+    _check_database(settings.database_url)
+    from tally.migrate import upgrade
+
+    try:
+        upgrade(settings.sqlalchemy_url)
+    except Exception as exc:
+        raise CommandError(f"migration failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    print(f"database {_describe(settings.database_url)} is at the latest schema")
+
+
+def cmd_token(args) -> None:
+    settings = _settings()
+    secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
+    if secret is None and settings.database_url is None:
+        from tally.embedded import kept_secret
+
+        secret = kept_secret(settings.data_dir)
+    if secret is None:
+        raise CommandError("no TALLY_JWT_SECRET is set: cannot sign a token")
+    scopes = args.scope.replace(",", " ").split()
+    unknown = [s for s in scopes if s not in ("ingest", "query", "admin")]
+    if not scopes or unknown:
+        raise CommandError(f"invalid --scope {args.scope!r}: use ingest, query and/or admin")
+    from shared.auth import mint_token
+
+    print(
+        mint_token(
+            secret, project=args.project, scopes=scopes, audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer, ttl_seconds=_parse_ttl(args.ttl), sub=args.sub,
+        )
+    )
+
+
+def cmd_serve(args) -> None:
+    overrides = {"role": args.role} if args.role else {}
+    settings, embedded = _resolve_database(_settings(**overrides))
+    if settings.jwt_secret is None and settings.jwt_public_keys is None:
+        raise CommandError("refusing to start: set TALLY_JWT_SECRET or TALLY_JWT_PUBLIC_KEYS")
+    if settings.jwt_public_keys is not None and not settings.jwt_public_keys.is_file():
+        raise CommandError(f"TALLY_JWT_PUBLIC_KEYS: no such file {settings.jwt_public_keys}")
+    _check_database(settings.database_url)
+
+    env = os.environ
+    env["TALLY_DATABASE_URL"] = settings.database_url
+    if settings.jwt_secret is not None:
+        env["TALLY_JWT_SECRET"] = settings.jwt_secret.get_secret_value()
+    env["TALLY_ROLE"] = settings.role
+    # Fresh per start: files of an earlier run would be summed into this one's figures.
+    metrics_dir = Path(tempfile.mkdtemp(prefix="tally-metrics-"))
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+
+    from shared.logging import configure_logging
+
+    configure_logging(settings.log_level)
+    if embedded:
+        _print_dev_banner(settings, args.host, args.port)
+
+    import uvicorn
+
+    try:
+        uvicorn.run(
+            "tally.app:create_app_from_env", factory=True, host=args.host, port=args.port,
+            workers=args.workers, loop="uvloop", http="httptools", log_config=None,
+            access_log=False, timeout_graceful_shutdown=10,
+        )
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _print_dev_banner(settings, host: str, port: int) -> None:
+    from shared.auth import mint_token
+
+    token = mint_token(
+        settings.jwt_secret.get_secret_value(), project="demo", scopes=["ingest", "query", "admin"],
+        audience=settings.jwt_audience, issuer=settings.jwt_issuer, ttl_seconds=30 * 86400, sub="dev",
+    )
+    base = f"http://{host}:{port}"
+    print(
+        f"\nTally on {base} (embedded Postgres under {settings.data_dir}/pg)\n\n"
+        f"Dev token (project demo, scopes ingest query admin, 30 days):\n{token}\n\n"
+        f"Post a batch:\n"
+        f"curl -s {base}/v1/batch -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' "
+        f"""-d '{{"batch":[{{"type":"track","messageId":"hello-1","userId":"u1","event":"Signed Up"}}]}}'\n""",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tally", description="Tally analytics event-ingestion API")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve the API with uvicorn")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--role", choices=["all", "ingest", "query"], default=None)
+    serve.set_defaults(func=cmd_serve)
+
+    migrate = sub.add_parser("migrate", help="upgrade the database schema to the latest revision")
+    migrate.set_defaults(func=cmd_migrate)
+
+    token = sub.add_parser("token", help="print a signed JWT")
+    token.add_argument("--project", required=True)
+    token.add_argument("--scope", required=True, help='space-separated: "ingest query admin"')
+    token.add_argument("--ttl", default="30d")
+    token.add_argument("--sub", default="cli")
+    token.set_defaults(func=cmd_token)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except CommandError as exc:
+        print(f"tally: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

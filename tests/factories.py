@@ -1,0 +1,36 @@
+"""Plain factory functions for tests: tokens, events, batches."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from shared.auth import mint_token
+
+SECRET = "tally-test-secret-0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def token_for(project: str, scopes: str = "ingest query admin", **kwargs: Any) -> str:
+    return mint_token(SECRET, project=project, scopes=scopes, **kwargs)
+
+
+def auth_headers(project: str, scopes: str = "ingest query admin") -> dict[str, str]:
+    return {"Authorization": f"Bearer {token_for(project, scopes)}"}
+
+
+def make_event(**overrides: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "type": "track",
+        "messageId": str(uuid.uuid4()),
+        "userId": "user-1",
+        "event": "Order Completed",
+        "timestamp": "2026-11-26T10:00:00.000Z",
+        "properties": {"revenue": 12.5, "currency": "EUR"},
+        "context": {"library": {"name": "tests", "version": "1"}},
+    }
+    event.update(overrides)
+    return {k: v for k, v in event.items() if v is not None}
+
+
+def make_batch(n: int = 3, **overrides: Any) -> dict[str, Any]:
+    return {"batch": [make_event(**overrides) for _ in range(n)]}
