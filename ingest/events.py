@@ -146,7 +146,10 @@ def to_row(raw: object, kind: str | None, ctx: BatchContext) -> Row:
         original_ts = parse_time(original, "timestamp")
         ts = original_ts
         if ctx.sent_at is not None and abs(ctx.received_at - ctx.sent_at) > ctx.skew_threshold:
-            ts = ctx.received_at - (ctx.sent_at - original_ts)
+            try:
+                ts = ctx.received_at - (ctx.sent_at - original_ts)
+            except OverflowError:  # sentAt and timestamp millennia apart: no real clock is that far off
+                raise Rejected("timestamp_out_of_range", "timestamp corrected by sentAt falls outside years 1-9999") from None
     if ts > ctx.future_limit:
         raise Rejected("timestamp_in_future", f"timestamp {ts.isoformat()} is too far in the future")
     if ts < EARLIEST:
