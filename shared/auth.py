@@ -103,32 +103,48 @@ class TokenVerifier:
 
 
 def load_public_keys(path: Path) -> dict[str | None, tuple[Any, str]]:
-    """Read a PEM public key (no kid) or a JWKS file (keys by kid) into {kid: (key, alg)}."""
-    text = path.read_text()
-    if text.lstrip().startswith("{"):
-        keys: dict[str | None, tuple[Any, str]] = {}
-        for jwk in json.loads(text).get("keys", []):
-            kty = jwk.get("kty")
-            if kty == "RSA":
-                keys[jwk.get("kid")] = (RSAAlgorithm.from_jwk(jwk), "RS256")
-            elif kty == "EC":
-                keys[jwk.get("kid")] = (ECAlgorithm.from_jwk(jwk), "ES256")
-        return keys
+    """Read a PEM public key (no kid) or a JWKS file (keys by kid) into {kid: (key, alg)}.
+
+    Raises ValueError naming the file for anything unusable, so `tally serve` can refuse to start
+    with one line rather than every worker failing later: an RSA key verifies RS256 only, an EC
+    key must be on P-256 and verifies ES256 only.
+    """
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+    text = path.read_text()
+    if text.lstrip().startswith("{"):
+        try:
+            jwks = json.loads(text).get("keys", [])
+        except (ValueError, AttributeError) as exc:
+            raise ValueError(f"{path}: not a JWKS document") from exc
+        keys: dict[str | None, tuple[Any, str]] = {}
+        for jwk in jwks:
+            kid = jwk.get("kid")
+            try:
+                if jwk.get("kty") == "RSA":
+                    keys[kid] = (RSAAlgorithm.from_jwk(jwk), "RS256")
+                elif jwk.get("kty") == "EC" and jwk.get("crv") == "P-256":
+                    keys[kid] = (ECAlgorithm.from_jwk(jwk), "ES256")
+                else:
+                    raise ValueError(f"{path}: key {kid!r}: only RSA and P-256 EC keys are supported")
+            except jwt.InvalidKeyError as exc:
+                raise ValueError(f"{path}: key {kid!r} is not a valid JWK") from exc
+        if not keys:
+            raise ValueError(f"{path}: the JWKS holds no keys")
+        return keys
     key = load_pem_public_key(text.encode())
     if isinstance(key, rsa.RSAPublicKey):
         return {None: (key, "RS256")}
-    if isinstance(key, ec.EllipticCurvePublicKey):
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
         return {None: (key, "ES256")}
-    raise ValueError(f"{path}: only RSA and EC public keys are supported")
+    raise ValueError(f"{path}: only RSA and P-256 EC public keys are supported")
 
 
 def bearer_token(authorization: str | None) -> str:
     """The JWT from a Bearer header, or from a Basic header whose username is the JWT."""
     if not authorization:
-        raise Unauthorized("missing Authorization header")
+        raise Unauthorized("missing Authorization header", missing=True)
     scheme, _, value = authorization.partition(" ")
     scheme = scheme.lower()
     value = value.strip()
@@ -155,7 +171,9 @@ def authenticate(request: Request) -> Principal:
 def require(scope: str):
     def dependency(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
         if scope not in principal.scopes:
-            raise Forbidden(f"this endpoint needs scope '{scope}'")
+            # RFC 6750 section 3.1: name the scope that would have been enough.
+            challenge = f'Bearer realm="tally", error="insufficient_scope", scope="{scope}"'
+            raise Forbidden(f"this endpoint needs scope '{scope}'", headers={"WWW-Authenticate": challenge})
         return principal
 
     dependency.__name__ = f"require_{scope}"

@@ -51,9 +51,10 @@ class InvalidParameter(AppError):
 class Unauthorized(AppError):
     status, code, title = 401, "invalid_token", "Missing or invalid credentials"
 
-    def __init__(self, detail: str | None = None, **extra: Any):
-        # RFC 6750 section 3: tell the client which scheme and why.
-        challenge = 'Bearer realm="tally", error="invalid_token"'
+    def __init__(self, detail: str | None = None, *, missing: bool = False, **extra: Any):
+        # RFC 6750 section 3: tell the client which scheme, and why unless it sent no credentials
+        # at all (then the challenge carries no error code).
+        challenge = 'Bearer realm="tally"' if missing else 'Bearer realm="tally", error="invalid_token"'
         super().__init__(detail, headers={"WWW-Authenticate": challenge}, **extra)
 
 
@@ -136,6 +137,9 @@ def _from_http_exception(request: Request, exc: StarletteHTTPException) -> Respo
     detail = exc.detail if isinstance(exc.detail, str) else title
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"No route for {request.method} {request.url.path}"
+    elif exc.status_code == 405 and detail == "Method Not Allowed":
+        allowed = (exc.headers or {}).get("Allow", "")
+        detail = f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}"
     return problem_response(exc.status_code, code, title, detail, _request_id(request), dict(exc.headers or {}))
 
 
