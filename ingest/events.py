@@ -7,6 +7,7 @@ developer can act on; a rejected event never fails its batch.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -21,6 +22,9 @@ MAX_MESSAGE_ID = 200
 MAX_EVENT_NAME = 200
 MAX_USER_ID = 255
 EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# orjson writes NUL as \u0000, which jsonb refuses. An even run of backslashes before it is
+# escaped backslashes, i.e. the six literal characters "\u0000", which jsonb stores fine.
+ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
 class Rejected(Exception):
@@ -79,9 +83,27 @@ def _identity(raw: dict, key: str) -> str | None:
     text = value if isinstance(value, str) else str(value)
     if len(text) > MAX_USER_ID:
         raise Rejected(IDENTITY_CODES[key], f"{key} is longer than {MAX_USER_ID} characters")
-    if "\x00" in text:
-        raise Rejected("unstorable_value", f"{key} contains a NUL character, which Postgres cannot store")
+    _check_text(text, key)
     return text
+
+
+def is_unicode(text: str) -> bool:
+    """False for a str holding a lone surrogate, which the exact JSON parser lets through."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_text(text: str, where: str) -> None:
+    # Postgres text holds neither NUL nor a lone surrogate; storing either would fail the batch.
+    if "\x00" in text:
+        raise Rejected("unstorable_value", f"{where} contains a NUL character, which Postgres cannot store")
+    if not is_unicode(text):
+        raise Rejected("unstorable_value", f"{where} contains a lone surrogate, which is not valid Unicode")
 
 
 def _json_object(raw: dict, key: str) -> bytes | None:
@@ -98,7 +120,7 @@ def dump(value: object, where: str) -> bytes:
         text = orjson.dumps(value)
     except TypeError as exc:  # an integer past 64 bits, or a lone surrogate, from the exact parser
         raise Rejected("unstorable_value", f"{where} holds a value that cannot be stored exactly: {exc}") from None
-    if b"\\u0000" in text:
+    if ESCAPED_NUL.search(text):
         raise Rejected("unstorable_value", f"{where} contains a NUL character (\\u0000), which Postgres cannot store")
     return text
 
@@ -112,13 +134,12 @@ def to_row(raw: object, kind: str | None, ctx: BatchContext) -> Row:
         raise Rejected("missing_message_id", "messageId is required: a client-generated unique id for the event")
     if not isinstance(message_id, str) or not 1 <= len(message_id) <= MAX_MESSAGE_ID:
         raise Rejected("invalid_message_id", f"messageId must be a string of 1 to {MAX_MESSAGE_ID} characters")
-    if "\x00" in message_id:
-        raise Rejected("unstorable_value", "messageId contains a NUL character, which Postgres cannot store")
+    _check_text(message_id, "messageId")
 
     event_type = raw.get("type", kind)
     if kind is not None and event_type != kind:
         raise Rejected("invalid_type", f"type {event_type!r} does not match the endpoint /v1/{kind}")
-    if event_type not in EVENT_TYPES:
+    if not isinstance(event_type, str) or event_type not in EVENT_TYPES:  # a list or dict is unhashable
         raise Rejected("invalid_type", "type must be one of " + ", ".join(sorted(EVENT_TYPES)))
 
     user_id = _identity(raw, "userId")
@@ -132,8 +153,7 @@ def to_row(raw: object, kind: str | None, ctx: BatchContext) -> Row:
             raise Rejected("missing_event_name", "event (the event name) is required for track")
         if not isinstance(name, str) or not 1 <= len(name) <= MAX_EVENT_NAME:
             raise Rejected("invalid_event_name", f"event must be a string of 1 to {MAX_EVENT_NAME} characters")
-        if "\x00" in name:
-            raise Rejected("unstorable_value", "event contains a NUL character, which Postgres cannot store")
+        _check_text(name, "event")
     else:
         # Non-track events count under "$<type>"; a client `event` key is kept in extra.
         name = "$" + event_type

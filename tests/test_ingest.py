@@ -110,6 +110,7 @@ REJECTIONS = [
     ({"messageId": 42}, "invalid_message_id"),
     ({"type": "purchase"}, "invalid_type"),
     ({"type": None}, "invalid_type"),
+    ({"type": ["track"]}, "invalid_type"),
     ({"userId": None}, "missing_identity"),
     ({"userId": {"id": 1}}, "invalid_user_id"),
     ({"userId": True}, "invalid_user_id"),
