@@ -46,6 +46,7 @@ def create_app(settings: Settings) -> FastAPI:
             for task in tasks:
                 task.cancel()
             await pool.close()
+            metrics.close()
 
     app = FastAPI(
         title="Tally",

@@ -1,0 +1,144 @@
+"""Failure and concurrency: 503 with nothing half-stored, and exactly once under concurrent retries."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from tally.app import create_app
+from tests.conftest import free_port, make_settings
+from tests.factories import auth_headers, make_event
+
+
+def event_ids(db, project: str) -> list[str]:
+    return [r[0] for r in db.execute("SELECT message_id FROM events WHERE project_id = %s", [project])]
+
+
+def counts_match_events(db, project: str) -> None:
+    recount = db.execute(
+        "SELECT date_trunc('hour', ts, 'UTC'), event, count(*) FROM events WHERE project_id = %s "
+        "GROUP BY 1, 2 ORDER BY 1, 2", [project],
+    ).fetchall()
+    maintained = db.execute(
+        "SELECT bucket, event, n FROM event_counts_hourly WHERE project_id = %s ORDER BY 1, 2", [project]
+    ).fetchall()
+    assert maintained == recount
+
+
+# --- database failures ------------------------------------------------------------------------
+
+
+def test_unreachable_database_is_503_with_retry_after_not_a_hang(auth):
+    settings = make_settings(f"postgresql://postgres@127.0.0.1:{free_port()}/postgres")
+    with TestClient(create_app(settings), raise_server_exceptions=False) as down:
+        started = time.monotonic()
+        response = down.post("/v1/batch", json={"batch": [make_event()]}, headers=auth)
+        assert time.monotonic() - started < 10
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "database_unavailable"
+    assert int(response.headers["retry-after"]) >= 1
+
+
+@pytest.fixture(scope="module")
+def impatient(database_url) -> Iterator[TestClient]:
+    """An app whose statements are cancelled after 300 ms (its lock waits after 150 ms)."""
+    with TestClient(create_app(make_settings(database_url, db_statement_timeout_ms=300)),
+                    raise_server_exceptions=False) as app:
+        yield app
+
+
+def hold_row(db, project: str, message_id: str) -> None:
+    """Insert, uncommitted, the event another request will then wait on."""
+    db.execute(
+        "INSERT INTO events (project_id, message_id, type, event, ts, received_at) "
+        "VALUES (%s, %s, 'track', 'held', now(), now())", [project, message_id],
+    )
+
+
+@pytest.mark.parametrize("key", [None, "retry-me"], ids=["plain", "idempotency-key"])
+def test_statement_cancelled_by_the_database_is_503_and_stores_nothing(impatient, db, project, key):
+    batch = [make_event(), make_event(messageId="contended"), make_event()]
+    headers = {**auth_headers(project), **({"Idempotency-Key": key} if key else {})}
+    with db.transaction(force_rollback=True):
+        hold_row(db, project, "contended")
+        started = time.monotonic()
+        response = impatient.post("/v1/batch", json={"batch": batch}, headers=headers)
+        assert time.monotonic() - started < 10
+    assert response.status_code == 503
+    assert response.headers["retry-after"]
+    # Neither the other events, nor their counts, nor the Idempotency-Key response were kept.
+    assert event_ids(db, project) == []
+    assert db.execute("SELECT count(*) FROM event_counts_hourly WHERE project_id = %s", [project]).fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM idempotency_keys WHERE project_id = %s", [project]).fetchone()[0] == 0
+    retry = impatient.post("/v1/batch", json={"batch": batch}, headers=headers)
+    assert retry.status_code == 200 and retry.json()["accepted"] == 3
+    assert "idempotent-replayed" not in retry.headers
+
+
+# --- concurrency against real processes -----------------------------------------------------------
+
+
+def post_concurrently(base: str, bodies: list[dict], headers: dict) -> list[httpx.Response]:
+    """Each body on its own connection, all released at once."""
+    barrier = threading.Barrier(len(bodies))
+    responses: list[httpx.Response | None] = [None] * len(bodies)
+
+    def send(i: int) -> None:
+        with httpx.Client(base_url=base, timeout=30) as http:
+            http.get("/healthz")  # connect first, so the barrier releases requests, not handshakes
+            barrier.wait()
+            responses[i] = http.post("/v1/batch", json=bodies[i], headers=headers)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(bodies))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return responses  # type: ignore[return-value]
+
+
+def test_same_batch_on_32_connections_is_stored_exactly_once(live_server, db, project):
+    batch = {"batch": [make_event(event=f"E{i % 4}") for i in range(50)]}
+    responses = post_concurrently(live_server, [batch] * 32, auth_headers(project))
+    assert [r.status_code for r in responses] == [200] * 32
+    results = [r.json() for r in responses]
+    assert sum(r["accepted"] for r in results) == 50
+    assert sum(r["duplicates"] for r in results) == 50 * 31
+    assert all(r["rejected"] == 0 for r in results)
+    ids = event_ids(db, project)
+    assert sorted(ids) == sorted(e["messageId"] for e in batch["batch"])
+    counts_match_events(db, project)
+
+
+def test_overlapping_batches_in_different_orders_never_5xx_or_deadlock(live_server, db, project):
+    pool = [make_event(event=f"E{i % 5}", timestamp=f"2026-11-26T{i % 3 + 10}:00:00Z") for i in range(16 * 25 + 25)]
+    rng = random.Random(7)
+    bodies = []
+    for i in range(16):
+        window = pool[i * 25 : i * 25 + 50]  # half shared with the batch before, half with the one after
+        bodies.append({"batch": rng.sample(window, len(window))})
+    responses = post_concurrently(live_server, bodies, auth_headers(project))
+    assert [r.status_code for r in responses] == [200] * 16, [r.text for r in responses if r.status_code != 200]
+    assert sum(r.json()["accepted"] for r in responses) == len(pool)
+    assert sum(r.json()["duplicates"] for r in responses) == 16 * 50 - len(pool)
+    assert len(event_ids(db, project)) == len(pool)
+    counts_match_events(db, project)
+
+
+def test_same_idempotency_key_on_many_connections_stores_once(live_server, db, project):
+    batch = {"batch": [make_event() for _ in range(20)]}
+    headers = {**auth_headers(project), "Idempotency-Key": "burst"}
+    responses = post_concurrently(live_server, [batch] * 12, headers)
+    assert {r.status_code for r in responses} <= {200, 409}
+    fresh = [r for r in responses if r.status_code == 200 and "idempotent-replayed" not in r.headers]
+    assert len(fresh) == 1 and fresh[0].json()["accepted"] == 20
+    replays = [r for r in responses if r.headers.get("idempotent-replayed") == "true"]
+    assert all(r.content == fresh[0].content for r in replays)
+    assert len(event_ids(db, project)) == 20
