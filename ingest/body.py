@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import zlib
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from shared.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
@@ -36,12 +36,25 @@ def content_encoding(request: Request) -> str | None:
     raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; send gzip or identity")
 
 
+class IncompleteBody(BadRequest):
+    code, title = "incomplete_body", "Body ended before its Content-Length"
+
+
 def _too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"body exceeds {limit} bytes (measured after decompression)")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The decompressed body, at most `limit` bytes, or a 4xx."""
+    try:
+        return await _read_body(request, limit)
+    except ClientDisconnect:
+        # The client hung up mid-body (or sent less than it declared): nobody reads this answer,
+        # but logs and metrics should count a client error, not an unhandled server error.
+        raise IncompleteBody("the connection closed before the whole body arrived") from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
     check_content_type(request)
     encoding = content_encoding(request)
     declared = request.headers.get("content-length")

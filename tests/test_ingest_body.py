@@ -10,9 +10,11 @@ import uuid
 from datetime import timezone
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.factories import auth_headers, make_batch, make_event
 
@@ -143,6 +145,33 @@ def test_content_length_over_the_limit_is_413_before_the_body_is_read(live_serve
     response = raw_http(live_server, request_bytes(project, body, 50_000_000))
     assert status_of(response) == 413
     assert time.monotonic() - started < 10
+    assert stored_ids(db, project) == set()
+
+
+def batch_requests_by_status(base: str) -> dict[str, float]:
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(httpx.get(base + "/metrics").text):
+        for sample in family.samples:
+            if sample.name == "tally_http_requests_total" and sample.labels["route"] == "/v1/batch":
+                counts[sample.labels["status"]] = counts.get(sample.labels["status"], 0) + sample.value
+    return counts
+
+
+def test_body_cut_short_of_its_content_length_is_a_client_error_not_a_500(live_server, db, project):
+    body = json.dumps(make_batch(1)).encode()
+    before = batch_requests_by_status(live_server)
+    url = urlsplit(live_server)
+    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+        sock.sendall(request_bytes(project, body, len(body) + 500))
+        sock.shutdown(socket.SHUT_WR)  # the client gives up after sending less than it declared
+        while sock.recv(65536):
+            pass
+    deadline = time.monotonic() + 10
+    while (after := batch_requests_by_status(live_server)).get("400", 0) == before.get("400", 0):
+        assert time.monotonic() < deadline, "the request was never recorded"
+        time.sleep(0.05)
+    assert after.get("400", 0) - before.get("400", 0) == 1
+    assert after.get("500", 0) == before.get("500", 0)
     assert stored_ids(db, project) == set()
 
 
