@@ -11,6 +11,7 @@ import argparse
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -22,6 +23,13 @@ class CommandError(Exception):
     """A problem the user can fix; printed as one line."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line like every other failure (no usage block)."""
+
+    def error(self, message: str):
+        self.exit(2, f"tally: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _settings(**overrides):
     from shared.settings import Settings
 
@@ -30,7 +38,8 @@ def _settings(**overrides):
     except ValidationError as exc:
         first = exc.errors()[0]
         name = "TALLY_" + "_".join(str(p) for p in first["loc"]).upper()
-        raise CommandError(f"invalid setting {name}: {first['msg']}") from None
+        message = first["msg"].removeprefix("Value error, ")
+        raise CommandError(f"invalid setting {name}: {message}") from None
 
 
 def _resolve_database(settings):
@@ -68,15 +77,24 @@ def _check_database(url: str) -> None:
         with psycopg.connect(url, connect_timeout=5) as conn:
             conn.execute("SELECT 1")
     except psycopg.Error as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        # libpq's first line is the failure ("... port 1 failed: Connection refused"); the lines
+        # after it are hints. Keep the cause, on one line.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = " ".join(first.rpartition("failed: ")[2].split())
         raise CommandError(f"cannot reach database at {_describe(url)}: {reason}") from None
 
 
 def _parse_ttl(text: str) -> int:
     match = re.fullmatch(r"(\d+)([smhd]?)", text.strip())
-    if not match:
-        raise CommandError(f"invalid --ttl {text!r}: use a number with s, m, h or d, like 30d")
+    if not match or int(match.group(1)) == 0:
+        raise CommandError(f"invalid --ttl {text!r}: use a positive number with s, m, h or d, like 30d")
     return int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
 
 
 def cmd_migrate(args) -> None:
@@ -131,6 +149,31 @@ def cmd_serve(args) -> None:
     # Fresh per start: files of an earlier run would be summed into this one's figures.
     metrics_dir = Path(tempfile.mkdtemp(prefix="tally-metrics-"))
     env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    # After its graceful shutdown uvicorn re-raises the signal that stopped it; with the default
+    # handler the process would die there and skip the cleanup below. Exit as a signal would
+    # (128 + signum), but through `finally`.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _exit_on_signal)
+    try:
+        _run(settings, args, embedded)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _exit_on_signal(signum: int, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _run(settings, args, embedded: bool) -> None:
+    from tally.app import create_app
+
+    # Build once what every worker will build (after PROMETHEUS_MULTIPROC_DIR is set: the first
+    # import of prometheus_client fixes its mode), so an unusable key file or a missing secret
+    # stops us here as one line rather than failing in each worker.
+    try:
+        create_app(settings)
+    except (ValueError, OSError) as exc:
+        raise CommandError(f"refusing to start: {exc}") from None
 
     from shared.logging import configure_logging
 
@@ -140,14 +183,11 @@ def cmd_serve(args) -> None:
 
     import uvicorn
 
-    try:
-        uvicorn.run(
-            "tally.app:create_app_from_env", factory=True, host=args.host, port=args.port,
-            workers=args.workers, loop="uvloop", http="httptools", log_config=None,
-            access_log=False, timeout_graceful_shutdown=10,
-        )
-    finally:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+    uvicorn.run(
+        "tally.app:create_app_from_env", factory=True, host=args.host, port=args.port,
+        workers=args.workers, loop="uvloop", http="httptools", log_config=None,
+        access_log=False, timeout_graceful_shutdown=10,
+    )
 
 
 def _print_dev_banner(settings, host: str, port: int) -> None:
@@ -170,13 +210,13 @@ def _print_dev_banner(settings, host: str, port: int) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tally", description="Tally analytics event-ingestion API")
+    parser = Parser(prog="tally", description="Tally analytics event-ingestion API")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="serve the API with uvicorn")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--workers", type=_positive, default=1)
     serve.add_argument("--role", choices=["all", "ingest", "query"], default=None)
     serve.set_defaults(func=cmd_serve)
 
@@ -201,6 +241,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:  # a bug or an environment we did not foresee: still one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"tally: error: unexpected {type(exc).__name__}: {first}".rstrip(": "), file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
