@@ -28,11 +28,20 @@ class JSONFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         for name in ALLOWED_FIELDS:
-            value = record.__dict__.get(name)
-            if value is not None:
-                entry[name] = value
+            # A field the call passed is written even when None (an unauthenticated request has
+            # `"project": null`), so every access line has the same keys.
+            if name in record.__dict__:
+                entry[name] = record.__dict__[name]
         if record.exc_info and record.exc_info[0] is not None:
+            # The class and where it was raised, never its message or locals: a database error's
+            # message can quote the row being written.
             entry["exception"] = record.exc_info[0].__name__
+            tb = record.exc_info[2]
+            if tb is not None:
+                while tb.tb_next is not None:
+                    tb = tb.tb_next
+                code = tb.tb_frame.f_code
+                entry["exception_at"] = f"{code.co_filename}:{tb.tb_lineno} in {code.co_name}"
         return orjson.dumps(entry, default=str).decode()
 
 

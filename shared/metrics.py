@@ -48,6 +48,11 @@ class Metrics:
     def histogram(self, name: str, doc: str, labels: list[str], buckets: tuple[float, ...]) -> Histogram:
         return Histogram(name, doc, labels, buckets=buckets, registry=self.registry)
 
+    def close(self) -> None:
+        """At a worker's exit: drop its live gauge files, or its last pool figures count forever."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            multiprocess.mark_process_dead(os.getpid())
+
     def render(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()

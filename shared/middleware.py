@@ -68,7 +68,10 @@ class RequestContext:
 
     def _record(self, scope: Scope, state: dict, request_id: str, status: int, seconds: float) -> None:
         route = scope.get("route")
-        template = getattr(route, "path", None) or "unmatched"
+        # path_format is the template as OpenAPI shows it: "/v1/events/{message_id}", without the
+        # ":path" converter. FastAPI puts the route as declared in its router into the scope, so a
+        # prefix given to include_router would be missing here: routers carry their own prefix.
+        template = getattr(route, "path_format", None) or getattr(route, "path", None) or "unmatched"
         # Each APIRouter tags its routes with its own name ("ingest", "query"); the rest is "ops".
         tags = getattr(route, "tags", None)
         router = tags[0] if tags else "ops"

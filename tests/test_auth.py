@@ -178,7 +178,11 @@ def keys() -> dict:
 
 
 def public_key_client(database_url: str, path: Path) -> TestClient:
-    settings = Settings(_env_file=None, database_url=database_url, jwt_secret=None, jwt_public_keys=path)
+    # role ingest: the whoami route needs only the ingest permission, and a query router would
+    # need a cursor secret that public keys cannot provide.
+    settings = Settings(
+        _env_file=None, database_url=database_url, jwt_secret=None, jwt_public_keys=path, role="ingest"
+    )
     return TestClient(with_whoami(create_app(settings)), raise_server_exceptions=False)
 
 
