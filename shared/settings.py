@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     # A PEM public key or a JWKS file; keys are chosen by the token's `kid`.
     jwt_public_keys: Path | None = None
     jwt_leeway_seconds: int = Field(30, ge=0, le=300)
+    # HMAC key for query pagination cursors. Unset: derived from jwt_secret; with public keys
+    # only there is nothing to derive from, and an app serving queries refuses to start.
+    cursor_secret: SecretStr | None = None
 
     db_pool_size: int = Field(10, ge=1, le=200)
     # Seconds a request waits for a pooled connection before it is answered 503 + Retry-After.

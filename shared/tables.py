@@ -57,6 +57,14 @@ events = Table(
     PrimaryKeyConstraint("project_id", "message_id"),
     # Event listings: newest first, keyset on (ts, message_id).
     Index("ix_events_project_ts", "project_id", text("ts DESC"), text("message_id DESC")),
+    # Exact unique users per (bucket, event) as an index-only scan, and listings filtered by event.
+    Index(
+        "ix_events_project_event_ts", "project_id", "event", "ts",
+        postgresql_include=["user_id", "anonymous_id"],
+    ),
+    # Listings filtered by user: `user_id = u OR anonymous_id = u` as a BitmapOr of the two.
+    Index("ix_events_project_user_id_ts", "project_id", "user_id", "ts"),
+    Index("ix_events_project_anonymous_id_ts", "project_id", "anonymous_id", "ts"),
 )
 
 # Counts per project, hour and event name, maintained in the ingest transaction from the rows
