@@ -74,8 +74,12 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(ingest_router)
         documented.extend(DOCUMENTED_MODELS)
     if settings.role in ("all", "query"):
+        from query.cursor import signing_key
         from query.router import router as query_router
+        from query.service import QueryMetrics
 
+        app.state.query_metrics = QueryMetrics(metrics)
+        app.state.cursor_key = signing_key(settings)  # ValueError when there is no secret to sign with
         app.include_router(query_router)
     app.add_middleware(RequestContext, metrics=metrics)
     _document_models(app, documented)

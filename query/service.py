@@ -1,0 +1,233 @@
+"""Use cases: aggregate pages and event listings for the caller's project, keyset-paginated.
+
+The project always comes from the principal. A cursor carries the position and the resolved
+time range of the first page, so a walk with the default range ("the last 7 days") keeps one
+range from its first page to its last even as `now` moves.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from itertools import islice
+
+import orjson
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from query import cursor, sql
+from query.buckets import UTC, Bucket, Grid, from_micros, invalid, micros, parse_instant, parse_zone
+from shared.auth import Principal
+from shared.errors import NotFound
+from shared.metrics import Metrics
+
+METRICS = ("count", "unique_users")
+EVENT_TYPES = ("track", "identify", "page", "screen", "group", "alias")
+DEFAULT_RANGE = timedelta(days=7)
+# Buckets fetched per round trip grow 1, 4, 16...: a full page usually needs one short window,
+# and sparse data is found in a few steps instead of aggregating the whole range at once.
+FIRST_WINDOW, WINDOW_GROWTH, MAX_WINDOW = 1, 4, 1024
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+ROW_BUCKETS = (0, 1, 10, 50, 100, 250, 500, 1000)
+
+
+class QueryMetrics:
+    def __init__(self, metrics: Metrics):
+        self.duration = metrics.histogram(
+            "tally_query_duration_seconds", "Time to answer one query request, by endpoint.", ["endpoint"],
+            DURATION_BUCKETS,
+        )
+        self.rows = metrics.histogram(
+            "tally_query_rows_returned", "Rows in one query response, by endpoint.", ["endpoint"], ROW_BUCKETS
+        )
+
+    def observe(self, endpoint: str, started: float, rows: int) -> None:
+        self.duration.labels(endpoint).observe(time.perf_counter() - started)
+        self.rows.labels(endpoint).observe(rows)
+
+
+@dataclass(slots=True)
+class AggregateParams:
+    start: str | None
+    end: str | None
+    interval: str
+    events: list[str] | None
+    metrics: str
+    tz: str
+    limit: int
+    cursor: str | None
+
+
+@dataclass(slots=True)
+class EventFilters:
+    events: list[str] | None
+    user: str | None
+    type: str | None
+    start: str | None
+    end: str | None
+    limit: int
+    cursor: str | None
+
+
+def parse_metrics(value: str) -> list[str]:
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in METRICS]
+    if not names or unknown:
+        raise invalid("metrics", f"use a comma list of {', '.join(METRICS)}; unknown: {', '.join(unknown)}")
+    return [name for name in METRICS if name in names]
+
+
+def _range(start: datetime | None, end: datetime | None, now: datetime) -> tuple[datetime, datetime]:
+    end = end if end is not None else now
+    start = start if start is not None else end - DEFAULT_RANGE
+    if start > end:
+        raise invalid("from", "must not be after to")
+    return start, end
+
+
+async def aggregates(
+    pool: AsyncConnectionPool, principal: Principal, p: AggregateParams, key: bytes, metrics: QueryMetrics
+) -> bytes:
+    started = time.perf_counter()
+    zone = parse_zone(p.tz)
+    wanted = parse_metrics(p.metrics)
+    events = sorted(set(p.events)) if p.events else None
+    start = parse_instant(p.start, "from", zone) if p.start is not None else None
+    end = parse_instant(p.end, "to", zone) if p.end is not None else None
+    scope = cursor.scope_of(
+        "aggregates", interval=p.interval, tz=zone.key, events=events, metrics=wanted,
+        start=None if start is None else micros(start), end=None if end is None else micros(end),
+    )
+    after: tuple[datetime, str] | None = None
+    if p.cursor is not None:
+        range_start, range_end, after_label, after_event = cursor.open_cursor(key, principal.project, scope, p.cursor)
+        start, end = from_micros(range_start), from_micros(range_end)
+        after = (from_micros(after_label), after_event)
+    else:
+        start, end = _range(start, end, datetime.now(UTC))
+    grid = Grid(p.interval, zone, start, end)
+
+    rows: list[tuple] = []
+    buckets = grid.buckets_from(after[0] if after else grid.label_of(start))
+    size = FIRST_WINDOW
+    async with pool.connection() as conn:
+        while len(rows) <= p.limit:
+            window = list(islice(buckets, size))
+            if not window:
+                break
+            rows += await _counts(conn, principal.project, window, events, after, "unique_users" in wanted,
+                                  p.limit + 1 - len(rows))
+            after = None  # later windows hold only buckets past the cursor's
+            size = min(size * WINDOW_GROWTH, MAX_WINDOW)
+
+    next_cursor = None
+    if len(rows) > p.limit:
+        rows = rows[: p.limit]
+        last = rows[-1]
+        next_cursor = cursor.issue(key, principal.project, scope, [micros(start), micros(end), micros(last[0]), last[1]])
+    data = []
+    for row in rows:
+        item = {"bucket": grid.render(row[0]), "event": row[1]}
+        if "count" in wanted:
+            item["count"] = row[2]
+        if "unique_users" in wanted:
+            item["unique_users"] = row[3]
+        data.append(item)
+    metrics.observe("aggregates", started, len(data))
+    return orjson.dumps({"data": data, "next_cursor": next_cursor})
+
+
+async def _counts(
+    conn: AsyncConnection, project: str, window: list[Bucket], events: list[str] | None,
+    after: tuple[datetime, str] | None, unique_users: bool, limit: int,
+) -> list[tuple]:
+    statement = sql.counts_window(events=events is not None, after=after is not None, unique_users=unique_users)
+    params = {
+        "project": project,
+        "label": [b.label for b in window],
+        "lo": [b.lo for b in window],
+        "hi": [b.hi for b in window],
+        "flo": [b.flo for b in window],
+        "fhi": [b.fhi for b in window],
+        "events": events,
+        "after_label": after[0] if after else None,
+        "after_event": after[1] if after else None,
+        "limit": limit,
+    }
+    cur = await conn.execute(statement, params)
+    return [(r[0], r[1], r[2], r[3] if unique_users else None) for r in await cur.fetchall()]
+
+
+async def list_events(
+    pool: AsyncConnectionPool, principal: Principal, f: EventFilters, key: bytes, metrics: QueryMetrics
+) -> bytes:
+    started = time.perf_counter()
+    if f.type is not None and f.type not in EVENT_TYPES:
+        raise invalid("type", f"use one of {', '.join(EVENT_TYPES)}")
+    zone = parse_zone("UTC")
+    start = parse_instant(f.start, "from", zone) if f.start is not None else None
+    end = parse_instant(f.end, "to", zone) if f.end is not None else None
+    if start is not None and end is not None and start > end:
+        raise invalid("from", "must not be after to")
+    events = sorted(set(f.events)) if f.events else None
+    scope = cursor.scope_of(
+        "events", events=events, user=f.user, type=f.type,
+        start=None if start is None else micros(start), end=None if end is None else micros(end),
+    )
+    after = None
+    if f.cursor is not None:
+        after_ts, after_id = cursor.open_cursor(key, principal.project, scope, f.cursor)
+        after = (from_micros(after_ts), after_id)
+    statement = sql.list_events(
+        events=events is not None, user=f.user is not None, type_=f.type is not None,
+        start=start is not None, end=end is not None, after=after is not None,
+    )
+    params = {
+        "project": principal.project, "events": events, "user": f.user, "type": f.type,
+        "start": start, "end": end, "limit": f.limit + 1,
+        "after_ts": after[0] if after else None, "after_id": after[1] if after else None,
+    }
+    async with pool.connection() as conn:
+        rows = await (await conn.execute(statement, params)).fetchall()
+    next_cursor = None
+    if len(rows) > f.limit:
+        rows = rows[: f.limit]
+        next_cursor = cursor.issue(key, principal.project, scope, [micros(rows[-1][5]), rows[-1][0]])
+    metrics.observe("events", started, len(rows))
+    return orjson.dumps({"data": [_event_item(r) for r in rows], "next_cursor": next_cursor}, option=orjson.OPT_UTC_Z)
+
+
+async def get_event(pool: AsyncConnectionPool, principal: Principal, message_id: str, metrics: QueryMetrics) -> bytes:
+    started = time.perf_counter()
+    async with pool.connection() as conn:
+        row = await (await conn.execute(sql.GET_EVENT, {"project": principal.project, "message_id": message_id})).fetchone()
+    metrics.observe("event", started, 0 if row is None else 1)
+    if row is None:
+        raise NotFound("no event with this messageId in your project")
+    return orjson.dumps(_event_item(row), option=orjson.OPT_UTC_Z)
+
+
+def _event_item(row: tuple) -> dict:
+    # JSON columns are read as text and embedded as-is: no parse and re-dump per event.
+    (message_id, type_, event, user_id, anonymous_id, ts, original, sent_at, received_at,
+     properties, context, traits, extra) = row
+    return {
+        "messageId": message_id,
+        "type": type_,
+        "event": event,
+        "userId": user_id,
+        "anonymousId": anonymous_id,
+        "timestamp": ts,
+        "originalTimestamp": original,
+        "sentAt": sent_at,
+        "receivedAt": received_at,
+        "properties": _json(properties),
+        "context": _json(context),
+        "traits": _json(traits),
+        "extra": _json(extra),
+    }
+
+
+def _json(text: str | None) -> orjson.Fragment | None:
+    return None if text is None else orjson.Fragment(text)

@@ -1,0 +1,115 @@
+"""The read path's SQL. Every statement is a keyset page: `LIMIT n+1` after a row comparison, no OFFSET.
+
+Optional filters are spliced in as fixed fragments (never values) rather than written as
+`(%(x)s IS NULL OR ...)`: that form hides the condition from the index once psycopg prepares the
+statement and Postgres switches to a generic plan.
+"""
+
+from __future__ import annotations
+
+# Counts for a window of consecutive buckets, each given by the service as
+#   label: what the row shows; [lo, hi): the instants it covers (clipped to the query range);
+#   [flo, fhi): the whole UTC hours inside [lo, hi), counted from the hourly rollup.
+# The remainders [lo, flo) and [fhi, hi), under an hour each, exist only when a bucket edge is
+# not a whole UTC hour (a `from` like 10:30, a day in Asia/Kolkata) and are counted exactly from
+# raw events through ix_events_project_ts. The LATERAL makes that a scan per bucket bounded by
+# its two remainders (a join would let the planner read the whole project and filter), and it
+# counts `message_id` rather than `*` on purpose: with only (event, ts) needed the planner
+# prefers an index-only scan of ix_events_project_event_ts, which is not led by ts and would
+# walk the project's whole index. Aligned buckets have empty remainders, so counts
+# never scan raw events. Per bucket, the rollup is a range scan of its primary key
+# (project_id, bucket, event).
+_COUNTS = """
+WITH b AS (
+    SELECT * FROM unnest(
+        %(label)s::timestamptz[], %(lo)s::timestamptz[], %(hi)s::timestamptz[],
+        %(flo)s::timestamptz[], %(fhi)s::timestamptz[]
+    ) AS b(label, lo, hi, flo, fhi)
+), parts AS (
+    SELECT b.label, b.lo, b.hi, c.event, c.n
+    FROM b JOIN event_counts_hourly c
+      ON c.project_id = %(project)s AND c.bucket >= b.flo AND c.bucket < b.fhi
+    WHERE TRUE {rollup_filters}
+    UNION ALL
+    SELECT b.label, b.lo, b.hi, r.event, r.n
+    FROM b, LATERAL (
+        SELECT e.event, count(e.message_id) AS n FROM events e
+        WHERE e.project_id = %(project)s
+          AND ((e.ts >= b.lo AND e.ts < b.flo) OR (e.ts >= b.fhi AND e.ts < b.hi)) {raw_filters}
+        GROUP BY e.event
+    ) AS r
+)
+SELECT label, event, sum(n)::bigint AS n, lo, hi
+FROM parts
+GROUP BY label, lo, hi, event
+ORDER BY label, event
+LIMIT %(limit)s
+"""
+
+# Exact distinct users of each row of a counts page, computed only for the page's rows: an
+# index-only scan of ix_events_project_event_ts (project_id, event, ts) INCLUDE (user_id,
+# anonymous_id) over [lo, hi) per row. Its cost is the number of events the page covers.
+_UNIQUE_USERS = """
+SELECT p.label, p.event, p.n, (
+    SELECT count(DISTINCT coalesce(e.user_id, e.anonymous_id))
+    FROM events e
+    WHERE e.project_id = %(project)s AND e.event = p.event AND e.ts >= p.lo AND e.ts < p.hi
+) AS users
+FROM ({counts}) AS p
+ORDER BY p.label, p.event
+"""
+
+
+def counts_window(*, events: bool, after: bool, unique_users: bool) -> str:
+    """The statement for one window of buckets; `after` resumes past the cursor's (label, event)."""
+    filters = ""
+    if events:
+        filters += " AND {alias}.event = ANY(%(events)s::text[])"
+    if after:
+        filters += " AND (b.label, {alias}.event) > (%(after_label)s::timestamptz, %(after_event)s::text)"
+    counts = _COUNTS.format(
+        rollup_filters=filters.format(alias="c"), raw_filters=filters.format(alias="e")
+    )
+    return _UNIQUE_USERS.format(counts=counts) if unique_users else counts
+
+
+EVENT_COLUMNS = """
+message_id, type, event, user_id, anonymous_id, ts, original_timestamp, sent_at, received_at,
+properties::text, context::text, traits::text, extra::text
+"""
+
+# Newest first, keyset on (ts, message_id), the order of ix_events_project_ts. Filtered by one
+# event name, ix_events_project_event_ts is read backwards (ties on ts sorted incrementally);
+# by user, a BitmapOr of the user_id and anonymous_id indexes. `ts <= after_ts` repeats the
+# row comparison's leading column so every index can use it as a bound.
+_LIST_EVENTS = """
+SELECT {columns}
+FROM events
+WHERE project_id = %(project)s {filters}
+ORDER BY ts DESC, message_id DESC
+LIMIT %(limit)s
+"""
+
+
+def list_events(*, events: bool, user: bool, type_: bool, start: bool, end: bool, after: bool) -> str:
+    filters = ""
+    if events:
+        filters += " AND event = ANY(%(events)s::text[])"
+    if user:
+        filters += " AND (user_id = %(user)s OR anonymous_id = %(user)s)"
+    if type_:
+        filters += " AND type = %(type)s"
+    if start:
+        filters += " AND ts >= %(start)s"
+    if end:
+        filters += " AND ts < %(end)s"
+    if after:
+        filters += (
+            " AND ts <= %(after_ts)s"
+            " AND (ts, message_id) < (%(after_ts)s::timestamptz, %(after_id)s::text)"
+        )
+    return _LIST_EVENTS.format(columns=EVENT_COLUMNS, filters=filters)
+
+
+# One event by its id, within the caller's project only: another project's id is simply absent.
+GET_EVENT = f"SELECT {EVENT_COLUMNS} FROM events WHERE project_id = %(project)s AND message_id = %(message_id)s"
