@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import uuid
 from pathlib import Path
 
 import httpx
@@ -132,9 +133,19 @@ def test_metrics_cover_all_workers(database_url, tmp_path):
             per_worker = [healthz_count_of(directory, pid, tmp_path) for pid in workers]
             assert all(per_worker), f"one worker served all {sent} requests: {per_worker}"
             assert sum(per_worker) == sent
+            # Raw paths, including ones filling a template, must reach no label.
+            templated = [p for p in client.get("/openapi.json").json()["paths"] if "{" in p]
+            raw = "raw-" + uuid.uuid4().hex[:8]
+            for template in templated:
+                client.get(re.sub(r"\{[^}]+\}", raw, template), headers=close)
+            client.get(f"/v1/{raw}", headers=close)
             for _ in range(6):
                 text = client.get("/metrics", headers=close).text
                 assert count(text, route="/healthz", method="GET", status="200", router="ops") == sent
+                assert count(text, route="unmatched", status="404") == 1
+                for template in templated:
+                    assert count(text, route=template) == 1, template
+                assert raw not in text
                 assert samples(text, "tally_db_pool_connections_idle")
     finally:
         stop_server(proc)
