@@ -26,6 +26,8 @@ from shared.errors import Forbidden, Unauthorized
 from shared.settings import Settings
 
 SCOPES = ("ingest", "query", "admin")
+# Every key and index starts with project_id; a bound keeps them small.
+MAX_PROJECT_LENGTH = 64
 ASYMMETRIC_ALGORITHMS = ["RS256", "ES256"]
 
 
@@ -94,12 +96,16 @@ class TokenVerifier:
             raise Unauthorized("invalid token") from exc
         project = claims.get("project")
         scope = claims.get("scope")
-        if not isinstance(project, str) or not project or len(project) > 64:
-            raise Unauthorized("missing claim project")
+        if not valid_project(project):
+            raise Unauthorized(f"missing claim project, or not a string of 1 to {MAX_PROJECT_LENGTH} characters")
         if not isinstance(scope, str):
             raise Unauthorized("missing claim scope")
         jti = claims.get("jti")
         return Principal(project, claims["sub"], frozenset(scope.split()), jti if isinstance(jti, str) else None)
+
+
+def valid_project(project: object) -> bool:
+    return isinstance(project, str) and 0 < len(project) <= MAX_PROJECT_LENGTH
 
 
 def load_public_keys(path: Path) -> dict[str | None, tuple[Any, str]]:

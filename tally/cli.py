@@ -118,11 +118,14 @@ def cmd_token(args) -> None:
         secret = kept_secret(settings.data_dir)
     if secret is None:
         raise CommandError("no TALLY_JWT_SECRET is set: cannot sign a token")
+    from shared.auth import MAX_PROJECT_LENGTH, SCOPES, mint_token, valid_project
+
+    if not valid_project(args.project):
+        raise CommandError(f"invalid --project {args.project!r}: use 1 to {MAX_PROJECT_LENGTH} characters")
     scopes = args.scope.replace(",", " ").split()
-    unknown = [s for s in scopes if s not in ("ingest", "query", "admin")]
+    unknown = [s for s in scopes if s not in SCOPES]
     if not scopes or unknown:
         raise CommandError(f"invalid --scope {args.scope!r}: use ingest, query and/or admin")
-    from shared.auth import mint_token
 
     print(
         mint_token(

@@ -127,6 +127,9 @@ REFUSALS: dict[str, tuple[Callable[[], str], str]] = {
     "missing exp": (lambda: "Bearer " + hs(claims(exp=DROP)), "missing claim exp"),
     "missing sub": (lambda: "Bearer " + hs(claims(sub=DROP)), "missing claim sub"),
     "missing project": (lambda: "Bearer " + hs(claims(project=DROP)), "missing claim project"),
+    "empty project": (lambda: "Bearer " + hs(claims(project="")), "missing claim project"),
+    "overlong project": (lambda: "Bearer " + hs(claims(project="p" * 65)), "missing claim project"),
+    "non-string project": (lambda: "Bearer " + hs(claims(project=7)), "missing claim project"),
     "missing scope": (lambda: "Bearer " + hs(claims(scope=DROP)), "missing claim scope"),
     "unknown kid on HS only": (lambda: "Bearer " + forge({"alg": "RS256", "kid": "k9"}, claims(), None), "algorithm not accepted"),
 }

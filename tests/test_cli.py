@@ -82,6 +82,12 @@ def test_token_with_a_bad_ttl_is_one_line(tmp_path, ttl):
     assert_one_line_error(result, "--ttl")
 
 
+@pytest.mark.parametrize("project", ["", "p" * 65])
+def test_token_for_a_project_the_api_would_refuse_is_one_line(tmp_path, project):
+    result = tally(tmp_path, "token", "--project", project, "--scope", "ingest", env={"TALLY_JWT_SECRET": SECRET})
+    assert_one_line_error(result, "--project")
+
+
 def test_token_with_an_unknown_scope_is_one_line(tmp_path):
     result = tally(tmp_path, "token", "--project", "p", "--scope", "ingest write", env={"TALLY_JWT_SECRET": SECRET})
     assert_one_line_error(result, "--scope")
