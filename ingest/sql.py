@@ -10,6 +10,8 @@
 # - Rows arrive sorted by messageId (the service sorts them) and the counter upsert is grouped
 #   and ordered by key, so two batches sharing keys lock them in the same order: no deadlock.
 # - As a single statement it is its own transaction: the counts commit with the events or not at all.
+# - The same counts per UTC day (event_counts_daily) serve long-range aggregates; every batch
+#   statement touches the two tables in the same order every time, so they add no lock cycle.
 INSERT_EVENTS = """
 WITH inserted AS (
     INSERT INTO events (
@@ -34,6 +36,13 @@ WITH inserted AS (
     GROUP BY 2, 3
     ORDER BY 2, 3
     ON CONFLICT (project_id, bucket, event) DO UPDATE SET n = c.n + EXCLUDED.n
+), counted_daily AS (
+    INSERT INTO event_counts_daily AS d (project_id, day, event, n)
+    SELECT %(project)s, date_trunc('day', ts, 'UTC'), event, count(*)
+    FROM inserted
+    GROUP BY 2, 3
+    ORDER BY 2, 3
+    ON CONFLICT (project_id, day, event) DO UPDATE SET n = d.n + EXCLUDED.n
 )
 SELECT message_id FROM inserted
 """

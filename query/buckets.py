@@ -69,6 +69,15 @@ def ceil_hour(t: datetime) -> datetime:
     return floor if floor == t else floor + HOUR
 
 
+def floor_day(t: datetime) -> datetime:
+    return t.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def ceil_day(t: datetime) -> datetime:
+    floor = floor_day(t)
+    return floor if floor == t else floor + timedelta(days=1)
+
+
 def local_midnight(day: date, zone: ZoneInfo) -> datetime:
     # fold=0: where midnight repeats, the day starts at its first occurrence; where a DST gap
     # skips it, the pre-transition offset lands exactly on the transition instant.
@@ -80,8 +89,10 @@ class Bucket:
     label: datetime  # what the row shows: the start of the bucket on its grid
     lo: datetime  # [lo, hi): the instants counted, clipped to the query range
     hi: datetime
-    flo: datetime  # [flo, fhi): the whole UTC hours inside [lo, hi), served by the hourly rollup
+    flo: datetime  # [flo, fhi): the whole UTC hours inside [lo, hi), served by the rollups
     fhi: datetime
+    dlo: datetime  # [dlo, dhi): the whole UTC days inside [flo, fhi), served by the daily rollup
+    dhi: datetime
 
 
 class Grid:
@@ -113,7 +124,9 @@ class Grid:
             lo, hi = max(label, self.start), min(following, self.end)
             if lo < hi:
                 flo = min(ceil_hour(lo), hi)
-                yield Bucket(label, lo, hi, flo, max(floor_hour(hi), flo))
+                fhi = max(floor_hour(hi), flo)
+                dlo = min(ceil_day(flo), fhi)
+                yield Bucket(label, lo, hi, flo, fhi, dlo, max(floor_day(fhi), dlo))
             label = following
 
     def render(self, label: datetime) -> str:

@@ -150,6 +150,8 @@ async def _counts(
         "hi": [b.hi for b in window],
         "flo": [b.flo for b in window],
         "fhi": [b.fhi for b in window],
+        "dlo": [b.dlo for b in window],
+        "dhi": [b.dhi for b in window],
         "events": events,
         "after_label": after[0] if after else None,
         "after_event": after[1] if after else None,

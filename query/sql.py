@@ -9,27 +9,38 @@ from __future__ import annotations
 
 # Counts for a window of consecutive buckets, each given by the service as
 #   label: what the row shows; [lo, hi): the instants it covers (clipped to the query range);
-#   [flo, fhi): the whole UTC hours inside [lo, hi), counted from the hourly rollup.
-# The remainders [lo, flo) and [fhi, hi), under an hour each, exist only when a bucket edge is
-# not a whole UTC hour (a `from` like 10:30, a day in Asia/Kolkata) and are counted exactly from
-# raw events through ix_events_project_ts. The LATERAL makes that a scan per bucket bounded by
-# its two remainders (a join would let the planner read the whole project and filter), and it
-# counts `message_id` rather than `*` on purpose: with only (event, ts) needed the planner
-# prefers an index-only scan of ix_events_project_event_ts, which is not led by ts and would
-# walk the project's whole index. Aligned buckets have empty remainders, so counts
-# never scan raw events. Per bucket, the rollup is a range scan of its primary key
-# (project_id, bucket, event).
+#   [dlo, dhi): the whole UTC days inside it, from event_counts_daily;
+#   [flo, dlo) and [dhi, fhi): the other whole UTC hours, from event_counts_hourly;
+#   [lo, flo) and [fhi, hi): remainders under an hour, from raw events.
+# Remainders exist only when a bucket edge is not a whole UTC hour (a `from` like 10:30, a day
+# in Asia/Kolkata); they are counted exactly through ix_events_project_ts. The LATERAL makes
+# that a scan per bucket bounded by its two remainders (a join lets the planner read the whole
+# project and filter), and it counts `message_id` rather than `*` on purpose: with only
+# (event, ts) needed the planner prefers an index-only scan of ix_events_project_event_ts,
+# which is not led by ts and would walk the project's whole index. Aligned buckets have empty
+# remainders, so counts never scan raw events. Each rollup read is a range scan of its
+# primary key (project_id, bucket|day, event): a 30-day total reads 30 rows per event name.
 _COUNTS = """
 WITH b AS (
     SELECT * FROM unnest(
         %(label)s::timestamptz[], %(lo)s::timestamptz[], %(hi)s::timestamptz[],
-        %(flo)s::timestamptz[], %(fhi)s::timestamptz[]
-    ) AS b(label, lo, hi, flo, fhi)
+        %(flo)s::timestamptz[], %(fhi)s::timestamptz[], %(dlo)s::timestamptz[], %(dhi)s::timestamptz[]
+    ) AS b(label, lo, hi, flo, fhi, dlo, dhi)
 ), parts AS (
+    SELECT b.label, b.lo, b.hi, d.event, d.n
+    FROM b JOIN event_counts_daily d
+      ON d.project_id = %(project)s AND d.day >= b.dlo AND d.day < b.dhi
+    WHERE TRUE {daily_filters}
+    UNION ALL
     SELECT b.label, b.lo, b.hi, c.event, c.n
     FROM b JOIN event_counts_hourly c
-      ON c.project_id = %(project)s AND c.bucket >= b.flo AND c.bucket < b.fhi
-    WHERE TRUE {rollup_filters}
+      ON c.project_id = %(project)s AND c.bucket >= b.flo AND c.bucket < b.dlo
+    WHERE TRUE {hourly_filters}
+    UNION ALL
+    SELECT b.label, b.lo, b.hi, c.event, c.n
+    FROM b JOIN event_counts_hourly c
+      ON c.project_id = %(project)s AND c.bucket >= b.dhi AND c.bucket < b.fhi
+    WHERE TRUE {hourly_filters}
     UNION ALL
     SELECT b.label, b.lo, b.hi, r.event, r.n
     FROM b, LATERAL (
@@ -68,7 +79,8 @@ def counts_window(*, events: bool, after: bool, unique_users: bool) -> str:
     if after:
         filters += " AND (b.label, {alias}.event) > (%(after_label)s::timestamptz, %(after_event)s::text)"
     counts = _COUNTS.format(
-        rollup_filters=filters.format(alias="c"), raw_filters=filters.format(alias="e")
+        daily_filters=filters.format(alias="d"), hourly_filters=filters.format(alias="c"),
+        raw_filters=filters.format(alias="e"),
     )
     return _UNIQUE_USERS.format(counts=counts) if unique_users else counts
 

@@ -79,6 +79,18 @@ event_counts_hourly = Table(
     PrimaryKeyConstraint("project_id", "bucket", "event"),
 )
 
+# The same counts per UTC day, maintained in the same statement: a breakdown over 30 days reads
+# 30 rows per event name instead of 720 hourly ones.
+event_counts_daily = Table(
+    "event_counts_daily",
+    metadata,
+    Column("project_id", Text, nullable=False),
+    Column("day", TZ, nullable=False),
+    Column("event", Text, nullable=False),
+    Column("n", BigInteger, nullable=False),
+    PrimaryKeyConstraint("project_id", "day", "event"),
+)
+
 # Stored responses of requests that carried an Idempotency-Key (IETF httpapi draft).
 idempotency_keys = Table(
     "idempotency_keys",

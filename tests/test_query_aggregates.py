@@ -232,3 +232,19 @@ def test_query_metrics_are_exported(client, auth):
     text = client.get("/metrics").text
     assert 'tally_query_duration_seconds_count{endpoint="aggregates"}' in text
     assert 'tally_query_rows_returned_count{endpoint="aggregates"}' in text
+
+
+def test_daily_counts_equal_a_recount_after_duplicate_laden_ingests(client, auth, db, project):
+    base = datetime(2026, 5, 10, 20, tzinfo=UTC)
+    events = [make_event(event=f"E{i % 4}", timestamp=(base + timedelta(minutes=13 * i)).isoformat()) for i in range(400)]
+    ingest(client, auth, events[:300])
+    ingest(client, auth, events[200:] + events[:50])
+    recount = db.execute(
+        "SELECT date_trunc('day', ts, 'UTC'), event, count(*) FROM events WHERE project_id = %s "
+        "GROUP BY 1, 2 ORDER BY 1, 2", [project],
+    ).fetchall()
+    maintained = db.execute(
+        "SELECT day, event, n FROM event_counts_daily WHERE project_id = %s ORDER BY 1, 2", [project]
+    ).fetchall()
+    assert maintained == recount
+    assert sum(n for _, _, n in maintained) == 400

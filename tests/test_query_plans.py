@@ -36,6 +36,11 @@ def conn(create_database):
             "INSERT INTO event_counts_hourly SELECT project_id, date_trunc('hour', ts, 'UTC'), event, count(*) "
             "FROM events GROUP BY 1, 2, 3"
         )
+        conn.execute(
+            "INSERT INTO event_counts_daily SELECT project_id, date_trunc('day', ts, 'UTC'), event, count(*) "
+            "FROM events GROUP BY 1, 2, 3"
+        )
+        conn.execute("VACUUM (ANALYZE) event_counts_daily")
         conn.execute("VACUUM (ANALYZE) events")
         conn.execute("VACUUM (ANALYZE) event_counts_hourly")
         yield conn
@@ -51,6 +56,7 @@ def window_params(interval: str, zone: str, days: int, size: int = 1, **extra) -
     return {
         "project": "plan_p1", "label": [b.label for b in window], "lo": [b.lo for b in window],
         "hi": [b.hi for b in window], "flo": [b.flo for b in window], "fhi": [b.fhi for b in window],
+        "dlo": [b.dlo for b in window], "dhi": [b.dhi for b in window],
         "limit": 101, "events": None, "after_label": None, "after_event": None, **extra,
     }
 
@@ -58,6 +64,17 @@ def window_params(interval: str, zone: str, days: int, size: int = 1, **extra) -
 def test_hourly_counts_read_the_rollup_primary_key_never_raw_events(conn):
     text = plan(conn, sql.counts_window(events=False, after=False, unique_users=False), window_params("hour", "UTC", 7, 24))
     assert "pk_event_counts_hourly" in text
+    assert "Seq Scan" not in text
+
+
+def test_long_range_counts_read_whole_days_from_the_daily_rollup(conn):
+    # A total over 30 days starting at 10:00: whole days from the daily rollup, the first
+    # day's remaining hours from the hourly one; neither scans raw events.
+    params = window_params("total", "UTC", 30)
+    params["lo"] = [params["lo"][0] + timedelta(hours=10)]
+    params["flo"], params["dlo"] = params["lo"], [END - timedelta(days=29)]
+    text = plan(conn, sql.counts_window(events=False, after=False, unique_users=False), params)
+    assert "pk_event_counts_daily" in text and "pk_event_counts_hourly" in text
     assert "Seq Scan" not in text
 
 
