@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -163,6 +164,19 @@ def cmd_serve(args) -> None:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
+def _check_listen(host: str, port: int) -> None:
+    """uvicorn reports a busy port as a log line and exit 3; say it like every other failure."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            sock.bind(address)
+    except OSError as exc:
+        raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 def _exit_on_signal(signum: int, frame) -> None:
     raise SystemExit(128 + signum)
 
@@ -184,6 +198,7 @@ def _run(settings, args, embedded: bool) -> None:
     if embedded:
         _print_dev_banner(settings, args.host, args.port)
 
+    _check_listen(args.host, args.port)
     import uvicorn
 
     uvicorn.run(

@@ -5,6 +5,7 @@ Every failure is exactly one line on stderr starting `tally: error:`, a non-zero
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -69,6 +70,15 @@ def test_serve_with_an_unusable_public_key_file_refuses_to_start(tmp_path, datab
     keys.write_text('{"keys": [{"kty": "oct", "kid": "k1", "k": "c2VjcmV0"}]}')
     result = tally(tmp_path, "serve", env={"TALLY_DATABASE_URL": database_url, "TALLY_JWT_PUBLIC_KEYS": str(keys)})
     assert_one_line_error(result, "refusing to start", "only RSA and P-256 EC keys")
+
+
+def test_serve_on_a_busy_port_is_one_line(tmp_path, database_url):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        result = tally(tmp_path, "serve", "--port", port, env={"TALLY_DATABASE_URL": database_url, "TALLY_JWT_SECRET": SECRET})
+    assert_one_line_error(result, f"cannot listen on 127.0.0.1:{port}", "in use")
 
 
 def test_token_without_a_secret_is_one_line(tmp_path, database_url):
