@@ -248,3 +248,27 @@ def test_daily_counts_equal_a_recount_after_duplicate_laden_ingests(client, auth
     ).fetchall()
     assert maintained == recount
     assert sum(n for _, _, n in maintained) == 400
+
+
+def test_aggregate_walk_returns_each_row_once_while_new_events_keep_arriving(client, auth):
+    base = datetime(2026, 7, 1, tzinfo=UTC)
+    ingest(client, auth, [
+        make_event(event=f"E{i % 5}", timestamp=(base + timedelta(minutes=11 * i)).isoformat()) for i in range(200)
+    ])
+    params = {"from": "2026-07-01", "to": "2026-07-03", "interval": "hour", "limit": 7}
+    before = {(r["bucket"], r["event"]) for r in walk(client, auth, **params)}
+    seen, cursor, step = [], None, 0
+    while True:
+        page = aggregates(client, auth, **params, **({"cursor": cursor} if cursor else {}))
+        seen += [(r["bucket"], r["event"]) for r in page["data"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+        step += 1
+        # New events in walked, current and future buckets, with new and existing names.
+        ingest(client, auth, [
+            make_event(event=f"E{step % 7}", timestamp=(base + timedelta(minutes=37 * step * k)).isoformat())
+            for k in range(3)
+        ])
+    assert len(seen) == len(set(seen))
+    assert before <= set(seen)
