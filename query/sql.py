@@ -85,6 +85,14 @@ def counts_window(*, events: bool, after: bool, unique_users: bool) -> str:
     return _UNIQUE_USERS.format(counts=counts) if unique_users else counts
 
 
+# The first hour at or after %(at)s with any event: one descent of the primary key.
+NEXT_HOUR_WITH_EVENTS = """
+SELECT bucket FROM event_counts_hourly
+WHERE project_id = %(project)s AND bucket >= %(at)s
+ORDER BY bucket
+LIMIT 1
+"""
+
 EVENT_COLUMNS = """
 message_id, type, event, user_id, anonymous_id, ts, original_timestamp, sent_at, received_at,
 properties::text, context::text, traits::text, extra::text

@@ -272,3 +272,14 @@ def test_aggregate_walk_returns_each_row_once_while_new_events_keep_arriving(cli
         ])
     assert len(seen) == len(set(seen))
     assert before <= set(seen)
+
+
+def test_sparse_events_decades_apart_are_found_on_an_hourly_grid(client, auth):
+    ingest(client, auth, [make_event(timestamp="1975-05-05T05:05:00Z"), make_event(timestamp="2026-01-01T00:30:00Z"),
+                          make_event(timestamp="2026-01-01T00:45:00Z", event="Later")])
+    rows = walk(client, auth, **{"from": "1970-01-01", "to": "2026-11-01", "interval": "hour", "limit": 1})
+    assert [(r["bucket"], r["event"], r["count"]) for r in rows] == [
+        ("1975-05-05T05:00:00Z", "Order Completed", 1),
+        ("2026-01-01T00:00:00Z", "Later", 1),
+        ("2026-01-01T00:00:00Z", "Order Completed", 1),
+    ]
