@@ -120,7 +120,9 @@ def dump(value: object, where: str) -> bytes:
         text = orjson.dumps(value)
     except TypeError as exc:  # an integer past 64 bits, or a lone surrogate, from the exact parser
         raise Rejected("unstorable_value", f"{where} holds a value that cannot be stored exactly: {exc}") from None
-    if ESCAPED_NUL.search(text):
+    # The substring test first: the regex is ten times slower and only needed to tell a real
+    # NUL from an escaped backslash followed by "u0000".
+    if b"\\u0000" in text and ESCAPED_NUL.search(text):
         raise Rejected("unstorable_value", f"{where} contains a NUL character (\\u0000), which Postgres cannot store")
     return text
 

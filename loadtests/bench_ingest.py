@@ -1,0 +1,233 @@
+"""Ingest benchmark: end-to-end events/s and latency against this machine's raw COPY rate.
+
+    python -m loadtests.bench_ingest [--database-url URL] [--events 400000] [--workers 2]
+
+Both figures come from the same run on the same machine, so their ratio holds even when the
+absolute rates drift between runs (physics.md: about 10 to 15%).
+- raw COPY: 2 connections, binary COPY of 1000-event batches straight into `events`
+  (same table, same indexes), no HTTP, no validation, no dedup, no counts.
+- end to end: `tally serve --workers N`, 16 keep-alive connections each posting 100-event
+  batches (10% of events repeat an earlier messageId), with validation, dedup, hourly counts,
+  metrics and logging on. A variant sends an Idempotency-Key on every request.
+The load generator is a minimal asyncio HTTP/1.1 client writing pre-built requests, so it
+takes as little of the 2 cores as possible away from the server and Postgres.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+import psycopg
+
+from loadtests.events import track_event
+from shared.auth import mint_token
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "bench-secret-" + "x" * 40
+COPY_COLUMNS = (
+    "project_id, message_id, type, event, user_id, anonymous_id, ts, original_timestamp, "
+    "sent_at, received_at, properties, context, traits, extra"
+)
+
+
+def fresh_database(server_url: str, name: str) -> str:
+    from urllib.parse import urlsplit
+
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = urlsplit(server_url)._replace(path="/" + name).geturl()
+    from tally.migrate import upgrade
+    from shared.settings import Settings
+
+    upgrade(Settings(_env_file=None, database_url=url).sqlalchemy_url)
+    return url
+
+
+def copy_rate(url: str, events: int, connections: int = 2, batch: int = 1000) -> float:
+    """Events/s of binary COPY into `events`, `connections` writers in parallel."""
+    rng = random.Random(7)
+    now = datetime.now(timezone.utc)
+    per_writer = events // connections
+    batches = []
+    for w in range(connections):
+        rows = []
+        for _ in range(per_writer):
+            e = track_event(rng, now)
+            rows.append((
+                "copy-bench", e["messageId"], "track", e["event"], e["userId"], None,
+                datetime.fromisoformat(e["timestamp"]), datetime.fromisoformat(e["timestamp"]), now, now,
+                orjson.dumps(e["properties"]).decode(), orjson.dumps(e["context"]).decode(), None, None,
+            ))
+        batches.append([rows[i:i + batch] for i in range(0, len(rows), batch)])
+
+    def writer(chunks):
+        with psycopg.connect(url) as conn:
+            for chunk in chunks:
+                with conn.cursor() as cur:
+                    with cur.copy(f"COPY events ({COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+                        copy.set_types(["text", "text", "text", "text", "text", "text", "timestamptz",
+                                        "timestamptz", "timestamptz", "timestamptz", "jsonb", "jsonb",
+                                        "jsonb", "jsonb"])
+                        for row in chunk:
+                            copy.write_row(row)
+                conn.commit()
+
+    threads = [threading.Thread(target=writer, args=(b,)) for b in batches]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return per_writer * connections / (time.perf_counter() - start)
+
+
+def build_requests(host: str, port: int, token: str, total_events: int, batch: int,
+                   duplicate_share: float, idempotency: bool) -> list[bytes]:
+    rng = random.Random(11)
+    now = datetime.now(timezone.utc)
+    sent: list[str] = []
+    requests = []
+    for _ in range(total_events // batch):
+        events = []
+        for _ in range(batch):
+            e = track_event(rng, now)
+            if sent and rng.random() < duplicate_share:
+                e["messageId"] = rng.choice(sent)
+            else:
+                sent.append(e["messageId"])
+            events.append(e)
+        body = orjson.dumps({"batch": events, "sentAt": now.isoformat()})
+        head = (
+            f"POST /v1/batch HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        )
+        if idempotency:
+            head += f"Idempotency-Key: \"{uuid.UUID(int=rng.getrandbits(128))}\"\r\n"
+        requests.append(head.encode() + b"\r\n" + body)
+    return requests
+
+
+async def _client(host: str, port: int, queue: list[bytes], latencies: list[float], statuses: dict) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        while queue:
+            request = queue.pop()
+            start = time.perf_counter()
+            writer.write(request)
+            status_line = await reader.readline()
+            length = 0
+            while True:
+                line = await reader.readline()
+                if line in (b"\r\n", b""):
+                    break
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - start)
+            status = int(status_line.split()[1])
+            statuses[status] = statuses.get(status, 0) + 1
+    finally:
+        writer.close()
+
+
+async def _drive(host: str, port: int, requests: list[bytes], clients: int) -> tuple[float, list[float], dict]:
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    queue = list(reversed(requests))
+    start = time.perf_counter()
+    await asyncio.gather(*(_client(host, port, queue, latencies, statuses) for _ in range(clients)))
+    return time.perf_counter() - start, latencies, statuses
+
+
+def http_rate(url: str, workers: int, events: int, batch: int, clients: int, idempotency: bool) -> dict:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "TALLY_DATABASE_URL": url, "TALLY_JWT_SECRET": SECRET, "TALLY_LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tally.cli", "serve", "--port", str(port), "--workers", str(workers)],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_ready(port)
+        token = mint_token(SECRET, project=f"bench-{uuid.uuid4().hex[:8]}", scopes=["ingest"])
+        requests = build_requests("127.0.0.1", port, token, events, batch, 0.10, idempotency)
+        warmup = requests[: clients * 4]
+        asyncio.run(_drive("127.0.0.1", port, warmup, clients))
+        elapsed, latencies, statuses = asyncio.run(_drive("127.0.0.1", port, requests[len(warmup):], clients))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    sent = (len(requests) - len(warmup)) * batch
+    latencies.sort()
+    return {
+        "events_per_s": sent / elapsed,
+        "p50_ms": 1000 * statistics.median(latencies),
+        "p99_ms": 1000 * latencies[int(len(latencies) * 0.99) - 1],
+        "statuses": statuses,
+    }
+
+
+def _wait_ready(port: int) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit("tally serve did not become ready")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database-url", default=os.environ.get("TALLY_TEST_DATABASE_URL"),
+                        help="a server where the benchmark may create database tally_bench (default: embedded)")
+    parser.add_argument("--events", type=int, default=400_000, help="events per end-to-end run")
+    parser.add_argument("--copy-events", type=int, default=400_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--skip-idempotency", action="store_true")
+    args = parser.parse_args()
+
+    server = args.database_url
+    if not server:
+        from tally.embedded import embedded_database_url
+
+        server = embedded_database_url(ROOT / ".tally")
+    url = fresh_database(server, "tally_bench")
+
+    copy = copy_rate(url, args.copy_events)
+    print(f"raw COPY (2 connections, 1000-event batches): {copy:,.0f} events/s", flush=True)
+    runs = [("end to end", False)] + ([] if args.skip_idempotency else [("with Idempotency-Key", True)])
+    for label, idempotency in runs:
+        r = http_rate(url, args.workers, args.events, args.batch, args.clients, idempotency)
+        print(
+            f"{label} ({args.workers} workers, {args.clients} clients, {args.batch}-event batches): "
+            f"{r['events_per_s']:,.0f} events/s = {r['events_per_s'] / copy:.0%} of raw COPY, "
+            f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, statuses {r['statuses']}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
