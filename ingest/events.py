@@ -47,16 +47,10 @@ class BatchContext:
 @dataclass(slots=True)
 class Row:
     message_id: str
-    type: str
-    event: str
-    user_id: str | None
-    anonymous_id: str | None
-    ts: datetime
-    original_timestamp: datetime | None
-    properties: str | None
-    context: str | None
-    traits: str | None
-    extra: str | None
+    # The row as one JSON object, keys named after the columns (sql.INSERT_EVENTS unpacks it
+    # with jsonb_to_recordset): one orjson call per event instead of a dump per column plus
+    # eleven Python-built arrays, which halved the CPU the server spends sending a batch.
+    encoded: bytes
 
 
 def parse_time(value: object, name: str) -> datetime:
@@ -83,7 +77,6 @@ def _identity(raw: dict, key: str) -> str | None:
     text = value if isinstance(value, str) else str(value)
     if len(text) > MAX_USER_ID:
         raise Rejected(IDENTITY_CODES[key], f"{key} is longer than {MAX_USER_ID} characters")
-    _check_text(text, key)
     return text
 
 
@@ -98,32 +91,25 @@ def is_unicode(text: str) -> bool:
     return True
 
 
-def _check_text(text: str, where: str) -> None:
-    # Postgres text holds neither NUL nor a lone surrogate; storing either would fail the batch.
-    if "\x00" in text:
-        raise Rejected("unstorable_value", f"{where} contains a NUL character, which Postgres cannot store")
-    if not is_unicode(text):
-        raise Rejected("unstorable_value", f"{where} contains a lone surrogate, which is not valid Unicode")
-
-
-def _json_object(raw: dict, key: str) -> bytes | None:
+def _json_object(raw: dict, key: str) -> dict | None:
     value = raw.get(key)
     if value is None:
         return None
     if not isinstance(value, dict):
         raise Rejected(f"invalid_{key}", f"{key} must be a JSON object")
-    return dump(value, key)
+    return value
 
 
-def dump(value: object, where: str) -> bytes:
+def encode(row: dict) -> bytes:
+    """The row as JSON, or Rejected when Postgres could not store it exactly as sent."""
     try:
-        text = orjson.dumps(value)
-    except TypeError as exc:  # an integer past 64 bits, or a lone surrogate, from the exact parser
-        raise Rejected("unstorable_value", f"{where} holds a value that cannot be stored exactly: {exc}") from None
+        text = orjson.dumps(row)
+    except TypeError as exc:  # an integer past 64 bits, a lone surrogate, or nesting past 255 levels
+        raise Rejected("unstorable_value", f"the event holds a value that cannot be stored exactly: {exc}") from None
     # The substring test first: the regex is ten times slower and only needed to tell a real
     # NUL from an escaped backslash followed by "u0000".
     if b"\\u0000" in text and ESCAPED_NUL.search(text):
-        raise Rejected("unstorable_value", f"{where} contains a NUL character (\\u0000), which Postgres cannot store")
+        raise Rejected("unstorable_value", "the event contains a NUL character (\\u0000), which Postgres cannot store")
     return text
 
 
@@ -136,7 +122,6 @@ def to_row(raw: object, kind: str | None, ctx: BatchContext) -> Row:
         raise Rejected("missing_message_id", "messageId is required: a client-generated unique id for the event")
     if not isinstance(message_id, str) or not 1 <= len(message_id) <= MAX_MESSAGE_ID:
         raise Rejected("invalid_message_id", f"messageId must be a string of 1 to {MAX_MESSAGE_ID} characters")
-    _check_text(message_id, "messageId")
 
     event_type = raw.get("type", kind)
     if kind is not None and event_type != kind:
@@ -155,7 +140,6 @@ def to_row(raw: object, kind: str | None, ctx: BatchContext) -> Row:
             raise Rejected("missing_event_name", "event (the event name) is required for track")
         if not isinstance(name, str) or not 1 <= len(name) <= MAX_EVENT_NAME:
             raise Rejected("invalid_event_name", f"event must be a string of 1 to {MAX_EVENT_NAME} characters")
-        _check_text(name, "event")
     else:
         # Non-track events count under "$<type>"; a client `event` key is kept in extra.
         name = "$" + event_type
@@ -177,32 +161,31 @@ def to_row(raw: object, kind: str | None, ctx: BatchContext) -> Row:
     if ts < EARLIEST:
         raise Rejected("timestamp_out_of_range", "timestamp is before 1970-01-01")
 
-    properties = _json_object(raw, "properties")
-    context = _merged_context(raw, ctx.batch_context)
-    traits = _json_object(raw, "traits")
     rest = {k: v for k, v in raw.items() if k not in COLUMNS}
     if event_type != "track" and "event" in raw:
         rest["event"] = raw["event"]
-    extra = dump(rest, "event") if rest else None
+    encoded = encode({
+        "message_id": message_id,
+        "type": event_type,
+        "event": name,
+        "user_id": user_id,
+        "anonymous_id": anonymous_id,
+        "ts": ts,
+        "original_timestamp": original_ts,
+        "properties": _json_object(raw, "properties"),
+        "context": _merged_context(raw, ctx.batch_context),
+        "traits": _json_object(raw, "traits"),
+        "extra": rest or None,
+    })
+    # The size of the event as stored (its JSON row), a little above what the client sent.
+    if len(encoded) > ctx.max_event_bytes:
+        raise Rejected("event_too_large", f"event is {len(encoded)} bytes as stored; the limit is {ctx.max_event_bytes}")
+    return Row(message_id, encoded)
 
-    size = len(message_id) + len(name) + sum(len(part) for part in (properties, context, traits, extra) if part)
-    if size > ctx.max_event_bytes:
-        raise Rejected("event_too_large", f"event is about {size} bytes; the limit is {ctx.max_event_bytes}")
-    return Row(
-        message_id, event_type, name, user_id, anonymous_id, ts, original_ts,
-        _text(properties), _text(context), _text(traits), _text(extra),
-    )
 
-
-def _merged_context(raw: dict, batch_context: dict | None) -> bytes | None:
+def _merged_context(raw: dict, batch_context: dict | None) -> dict | None:
     # Segment's batch-level context applies to every event; the event's own keys win.
+    own = _json_object(raw, "context")
     if batch_context is None:
-        return _json_object(raw, "context")
-    own = raw.get("context")
-    if own is not None and not isinstance(own, dict):
-        raise Rejected("invalid_context", "context must be a JSON object")
-    return dump({**batch_context, **(own or {})}, "context")
-
-
-def _text(value: bytes | None) -> str | None:
-    return value.decode() if value is not None else None
+        return own
+    return {**batch_context, **(own or {})}

@@ -186,20 +186,10 @@ async def insert_rows(
         "project": project,
         "sent_at": sent_at,
         "received_at": received_at,
-        "message_id": [r.message_id for r in rows],
-        "type": [r.type for r in rows],
-        "event": [r.event for r in rows],
-        "user_id": [r.user_id for r in rows],
-        "anonymous_id": [r.anonymous_id for r in rows],
-        "ts": [r.ts for r in rows],
-        "original_timestamp": [r.original_timestamp for r in rows],
-        "properties": [r.properties for r in rows],
-        "context": [r.context for r in rows],
-        "traits": [r.traits for r in rows],
-        "extra": [r.extra for r in rows],
+        "rows": (b"[" + b",".join(r.encoded for r in rows) + b"]").decode(),
     }
     cur = await conn.execute(sql.INSERT_EVENTS, params)
-    return len(await cur.fetchall())
+    return (await cur.fetchone())[0]
 
 
 async def ingest(
