@@ -73,24 +73,23 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 async def _gunzip(request: Request, limit: int) -> bytes:
+    # A gzip body may hold several members back to back (RFC 1952 section 2.2): each is inflated
+    # in turn, so nothing after the first member is silently dropped; trailing junk is a 400.
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     out = bytearray()
     try:
         async for chunk in request.stream():
             data = chunk
             while data:
+                if inflater.eof:
+                    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
                 # max_length bounds what one call may produce; the rest waits in unconsumed_tail.
                 out += inflater.decompress(data, limit + 1 - len(out))
                 if len(out) > limit:
                     raise _too_large(limit)
-                data = inflater.unconsumed_tail
-            if inflater.eof:
-                break
-        out += inflater.flush(limit + 1 - len(out))
+                data = inflater.unconsumed_tail or inflater.unused_data
     except zlib.error as exc:
         raise BadRequest(f"body is not valid gzip: {exc}") from None
-    if len(out) > limit:
-        raise _too_large(limit)
     if not inflater.eof:
         raise BadRequest("gzip body is truncated")
     return bytes(out)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 
 import orjson
 
@@ -74,10 +75,18 @@ def _identity(raw: dict, key: str) -> str | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise Rejected(IDENTITY_CODES[key], f"{key} must be a string or a number")
-    text = value if isinstance(value, str) else str(value)
+    text = value if isinstance(value, str) else _decimal(value)
     if len(text) > MAX_USER_ID:
         raise Rejected(IDENTITY_CODES[key], f"{key} is longer than {MAX_USER_ID} characters")
     return text
+
+
+def _decimal(number: int | float) -> str:
+    """A numeric id as a plain decimal string: 42 -> "42", 1e20 -> "100000000000000000000"."""
+    if isinstance(number, float) and number.is_integer():
+        return str(int(number))
+    # repr is the shortest string that round-trips; Decimal writes it without an exponent.
+    return str(number) if isinstance(number, int) else format(Decimal(repr(number)), "f")
 
 
 def is_unicode(text: str) -> bool:

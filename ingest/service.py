@@ -86,7 +86,9 @@ def decode_json(body: bytes) -> Any:
             # Unicode); the exact parser reads it so that only the event holding it is rejected.
             pass
     try:
-        return json.loads(body.decode("utf-8"), parse_constant=_no_constants, parse_float=_finite_float)
+        return json.loads(
+            body.decode("utf-8"), parse_constant=_no_constants, parse_float=_float, parse_int=_int
+        )
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise InvalidJSON(f"body is not valid JSON: {str(exc)[:200]}") from None
 
@@ -95,12 +97,22 @@ def _no_constants(name: str) -> None:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _finite_float(text: str) -> float:
-    # json.loads reads 1e400 as inf, which orjson would then store as null: refuse it as orjson does.
-    value = float(text)
-    if math.isinf(value):
-        raise ValueError(f"number {text[:40]} is out of the range of a double")
-    return value
+class NumberOutOfRange:
+    """A valid JSON number that no double or 64-bit integer holds. orjson cannot encode it, so
+    the event holding it is rejected alone (unstorable_value) instead of being altered."""
+
+    def __init__(self, text: str):
+        self.text = text[:40]
+
+
+def _float(text: str) -> float | NumberOutOfRange:
+    value = float(text)  # json.loads would read 1e400 as inf, which would be stored as null
+    return NumberOutOfRange(text) if math.isinf(value) else value
+
+
+def _int(text: str) -> int | NumberOutOfRange:
+    # Python refuses to convert more than 4300 digits; past 64 bits orjson refuses anyway.
+    return NumberOutOfRange(text) if len(text) > 40 else int(text)
 
 
 def parse_idempotency_key(values: list[str]) -> str | None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 import psycopg
+import psycopg.errors
 import psycopg_pool
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -168,3 +169,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _from_validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(psycopg_pool.PoolTimeout, _from_database_error)
     app.add_exception_handler(psycopg.OperationalError, _from_database_error)
+    # 25P03: the server ended a session left idle in a transaction; psycopg files it under
+    # InternalError, but for the client it is the same retryable outage.
+    app.add_exception_handler(psycopg.errors.IdleInTransactionSessionTimeout, _from_database_error)

@@ -43,7 +43,8 @@ class Settings(BaseSettings):
     max_batch_events: int = Field(1000, ge=1)
     max_event_bytes: int = Field(32 * 1024, ge=256)
     clock_skew_threshold_seconds: float = Field(60.0, ge=0)
-    future_tolerance_seconds: float = Field(86400.0, ge=0)
+    # Bounded so the future limit (now + tolerance) stays inside the datetime range.
+    future_tolerance_seconds: float = Field(86400.0, ge=0, le=10 * 365 * 86400)
     idempotency_ttl_seconds: int = Field(86400, ge=60)
 
     @field_validator("database_url")

@@ -160,6 +160,13 @@ def test_numeric_user_id_is_stored_as_its_decimal_string(client, auth, db, proje
     assert rows[events[1]["messageId"]]["anonymous_id"] == "7"
 
 
+def test_float_user_ids_are_stored_as_plain_decimals_not_exponents(client, auth, db, project):
+    events = [make_event(userId=1e20), make_event(userId=12.5), make_event(userId=1.5e-7)]
+    assert client.post("/v1/batch", json={"batch": events}, headers=auth).json()["accepted"] == 3
+    rows = stored(db, project)
+    assert [rows[e["messageId"]]["user_id"] for e in events] == ["100000000000000000000", "12.5", "0.00000015"]
+
+
 def test_absent_timestamp_means_time_received(client, auth, db, project):
     event = make_event(timestamp=None)
     before = datetime.now(timezone.utc)
