@@ -58,6 +58,7 @@ def add_options(parser) -> None:
     option("--sdk-wait", float, 0.5, "seconds an SDK user waits between batches (analytics-python flushes every 0.5 s)")
     option("--projects", int, 4, "projects written and read, named <prefix>-0 .. <prefix>-(n-1)")
     option("--project-prefix", str, "loadtest", "project name prefix")
+    option("--query-host", str, "", "base URL of the query role, when it is not --host (compose: http://query:8000)")
     option("--page-limit", int, 100, "rows per query page")
     option("--max-pages", int, 5, "pages a dashboard follows through next_cursor per walk")
     option("--dashboard-wait", float, 2.0, "seconds a dashboard user waits between walks")
@@ -173,6 +174,12 @@ class DashboardUser(FastHttpUser):
     """A dashboard: opens a chart or an event list and pages through it by next_cursor."""
 
     weight = 1
+
+    def __init__(self, environment) -> None:
+        options = environment.parsed_options
+        if options is not None and options.query_host:
+            self.host = options.query_host.rstrip("/")  # FastHttpUser builds its client from self.host
+        super().__init__(environment)
 
     def wait_time(self) -> float:
         return self.environment.parsed_options.dashboard_wait
