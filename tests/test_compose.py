@@ -1,11 +1,15 @@
 """docker-compose.yml and the Dockerfile, checked without a Docker engine: every command is a real
-`tally` command line, start-up order is by health and completion, every service declares its
-health, and the image is built from the hash-checked lock with no secret in it."""
+`tally` (or locust) command line, start-up order is by health and completion, every service
+declares its health, every mounted file is in the repository, and the image is built from the
+hash-checked lock with no secret in it. The Prometheus and Grafana files: tests/test_dashboards.py."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -17,7 +21,10 @@ from tests.conftest import ROOT
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
-TALLY_SERVICES = [name for name, service in SERVICES.items() if service.get("image") == "tally:local"]
+# Services running the image's own entrypoint (`tally`); locust runs the same image with its own.
+TALLY_SERVICES = [
+    name for name, service in SERVICES.items() if service.get("image") == "tally:local" and "entrypoint" not in service
+]
 
 
 def instructions() -> list[tuple[str, str]]:
@@ -34,8 +41,13 @@ def subcommands() -> set[str]:
 
 
 def test_the_expected_services_exist():
-    assert {"postgres", "migrate", "ingest", "query"} <= SERVICES.keys()
+    assert {"postgres", "migrate", "ingest", "query", "prometheus", "grafana", "locust"} <= SERVICES.keys()
     assert set(TALLY_SERVICES) == {"migrate", "ingest", "query"}
+
+
+def test_only_locust_is_behind_a_profile_so_up_starts_everything_else():
+    profiled = {name: service["profiles"] for name, service in SERVICES.items() if "profiles" in service}
+    assert profiled == {"locust": ["load"]}
 
 
 def test_the_image_entrypoint_is_tally():
@@ -65,6 +77,24 @@ def test_start_up_waits_for_a_healthy_database_and_a_finished_migration():
     for name in ("ingest", "query"):
         assert conditions(name) == {"postgres": "service_healthy", "migrate": "service_completed_successfully"}
     assert SERVICES["migrate"]["restart"] == "no"
+    assert conditions("grafana") == {"prometheus": "service_healthy"}
+    assert conditions("locust") == {"ingest": "service_healthy", "query": "service_healthy"}
+
+
+def test_every_dependency_waits_for_a_state_the_dependency_can_reach():
+    for name, service in SERVICES.items():
+        for dep, spec in service.get("depends_on", {}).items():
+            assert dep in SERVICES, (name, dep)
+            if spec["condition"] == "service_healthy":
+                assert SERVICES[dep]["healthcheck"].get("disable") is not True, (name, dep)
+            else:
+                assert spec["condition"] == "service_completed_successfully", (name, dep)
+                assert SERVICES[dep]["restart"] == "no", (name, dep)
+
+
+def test_postgres_is_probed_over_tcp_not_the_init_servers_socket():
+    probe = " ".join(SERVICES["postgres"]["healthcheck"]["test"])
+    assert "pg_isready -h 127.0.0.1" in probe
 
 
 def test_every_long_running_service_has_a_healthcheck():
@@ -93,6 +123,39 @@ def test_postgres_keeps_its_data_in_a_named_volume():
     volume, _, path = mount.partition(":")
     assert path == "/var/lib/postgresql/data"
     assert volume in COMPOSE["volumes"]
+
+
+def test_every_bind_mount_is_a_file_or_directory_of_the_repository():
+    for name, service in SERVICES.items():
+        for mount in service.get("volumes", []):
+            source = mount.split(":")[0]
+            if source.startswith("."):
+                assert (ROOT / source).exists(), (name, mount)
+                assert mount.endswith(":ro"), (name, mount)  # configuration is read, never written
+            else:
+                assert source in COMPOSE["volumes"], (name, mount)
+
+
+def test_the_unauthenticated_uis_are_published_on_loopback_only():
+    for name in ("prometheus", "locust"):
+        assert all(port.startswith("127.0.0.1:") for port in SERVICES[name]["ports"]), name
+
+
+def test_locust_runs_the_repository_locustfile_against_both_roles():
+    service = SERVICES["locust"]
+    assert service["entrypoint"] == ["locust"]
+    assert "./loadtests:/app/loadtests:ro" in service["volumes"]
+    command = service["command"]
+    assert command[command.index("--host") + 1] == "http://ingest:8000"
+    assert command[command.index("--query-host") + 1] == "http://query:8000"
+    # locust itself parses the command line with the locustfile's own options (--list exits
+    # after parsing). A subprocess: locust patches the standard library with gevent on import.
+    args = [arg.replace("/app/", f"{ROOT}/") for arg in command]
+    env = {**os.environ, "TALLY_JWT_SECRET": "s" * 32}
+    run = subprocess.run([sys.executable, "-m", "locust", *args, "--list"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert {"SdkUser", "DashboardUser"} <= set(run.stdout.split())
 
 
 def test_settings_come_from_the_environment_as_known_tally_settings():
