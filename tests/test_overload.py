@@ -1,0 +1,182 @@
+"""Overload and slow clients: bounded waits, 503 + Retry-After, nothing accepted lost.
+
+A real `tally serve` with a pool of ONE connection: the pool is exhausted by a request that the
+test blocks on a row lock it holds, so what the other requests get is exactly "no connection
+within the pool timeout". Statement and lock timeouts are covered for the query side here
+(the ingest side is in test_ingest_durability.py).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import start_server, stop_server
+from tests.factories import auth_headers, make_event
+
+POOL_TIMEOUT = 1.0
+
+
+@pytest.fixture(scope="module")
+def one_connection(database_url) -> Iterator[str]:
+    """A server whose pool holds one connection; a lock wait may last 5 s (statement timeout 10 s)."""
+    proc, base = start_server(database_url, env={
+        "TALLY_DB_POOL_SIZE": "1", "TALLY_DB_POOL_TIMEOUT": str(POOL_TIMEOUT),
+        "TALLY_DB_STATEMENT_TIMEOUT_MS": "10000",
+    })
+    yield base
+    stop_server(proc)
+
+
+def stored(db, project: str) -> set[str]:
+    return {r[0] for r in db.execute("SELECT message_id FROM events WHERE project_id = %s", [project])}
+
+
+def counts_match_events(db, project: str) -> None:
+    recount = db.execute(
+        "SELECT date_trunc('hour', ts, 'UTC'), event, count(*) FROM events WHERE project_id = %s "
+        "GROUP BY 1, 2 ORDER BY 1, 2", [project],
+    ).fetchall()
+    maintained = db.execute(
+        "SELECT bucket, event, n FROM event_counts_hourly WHERE project_id = %s ORDER BY 1, 2", [project]
+    ).fetchall()
+    assert maintained == recount
+
+
+def post(base: str, batch: list[dict], headers: dict, out: list, index: int) -> None:
+    started = time.monotonic()
+    with httpx.Client(base_url=base, timeout=30) as http:
+        response = http.post("/v1/batch", json={"batch": batch}, headers=headers)
+    out[index] = (response, time.monotonic() - started)
+
+
+def test_exhausted_pool_answers_503_with_retry_after_within_the_pool_timeout_and_loses_nothing(
+    one_connection, database_url, db, project
+):
+    headers = auth_headers(project)
+    holder = [make_event(messageId="contended"), make_event()]
+    others = [[make_event(), make_event()] for _ in range(8)]
+    with db.transaction(force_rollback=True):
+        # Uncommitted: the first request's insert waits on this row, holding the pool's one connection.
+        db.execute(
+            "INSERT INTO events (project_id, message_id, type, event, ts, received_at) "
+            "VALUES (%s, 'contended', 'track', 'held', now(), now())", [project],
+        )
+        first: list = [None]
+        holding = threading.Thread(target=post, args=(one_connection, holder, headers, first, 0))
+        holding.start()
+        deadline = time.monotonic() + 10
+        while not db.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'tally' AND wait_event_type = 'Lock'"
+        ).fetchone()[0]:
+            assert time.monotonic() < deadline, "the first request never reached the lock"
+            time.sleep(0.05)
+        results: list = [None] * len(others)
+        threads = [threading.Thread(target=post, args=(one_connection, b, headers, results, i)) for i, b in enumerate(others)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        # The transaction ends here (rolled back): the first request's insert proceeds.
+    holding.join(30)
+
+    for response, seconds in results:
+        assert response.status_code == 503, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["code"] == "database_unavailable"
+        assert int(response.headers["retry-after"]) >= 1
+        assert POOL_TIMEOUT * 0.9 <= seconds < POOL_TIMEOUT + 4  # waited for the pool, then gave up
+    response, _ = first[0]
+    assert response.status_code == 200 and response.json()["accepted"] == 2, response.text
+    # Exactly what was acknowledged is stored; the refused batches left nothing behind.
+    assert stored(db, project) == {e["messageId"] for e in holder}
+    # And a client that retries them after the Retry-After gets them stored.
+    with httpx.Client(base_url=one_connection, timeout=30) as http:
+        for batch in others:
+            assert http.post("/v1/batch", json={"batch": batch}, headers=headers).status_code == 200
+    assert stored(db, project) == {e["messageId"] for b in [holder, *others] for e in b}
+    counts_match_events(db, project)
+
+
+def pool_in_use(base: str) -> float:
+    for family in text_string_to_metric_families(httpx.get(base + "/metrics").text):
+        for sample in family.samples:
+            if sample.name == "tally_db_pool_connections_in_use":
+                return sample.value
+    raise AssertionError("no tally_db_pool_connections_in_use gauge")
+
+
+def test_stalled_uploads_hold_no_database_connection(one_connection, db, project):
+    url = urlsplit(one_connection)
+    body = json.dumps({"batch": [make_event()]}).encode()
+    head = (
+        f"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Authorization: {auth_headers(project)['Authorization']}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    stalled = []
+    try:
+        for _ in range(5):  # five clients send their headers and half their body, then stall
+            sock = socket.create_connection((url.hostname, url.port), timeout=10)
+            sock.sendall(head + body[: len(body) // 2])
+            stalled.append(sock)
+        time.sleep(1.5)  # past the pool timeout, and past one sample of the pool gauge
+        assert pool_in_use(one_connection) == 0
+        # With a pool of one, this could only succeed if no stalled upload held the connection.
+        good = make_event()
+        started = time.monotonic()
+        response = httpx.post(one_connection + "/v1/batch", json={"batch": [good]}, headers=auth_headers(project), timeout=30)
+        assert response.status_code == 200, response.text
+        assert time.monotonic() - started < POOL_TIMEOUT + 4
+        assert stored(db, project) == {good["messageId"]}
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+# --- statement and lock timeouts on the query side ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def impatient(database_url) -> Iterator[str]:
+    """A server whose statements are cancelled after 300 ms, lock waits after 150 ms."""
+    proc, base = start_server(database_url, env={"TALLY_DB_STATEMENT_TIMEOUT_MS": "300"})
+    yield base
+    stop_server(proc)
+
+
+QUERIES = {
+    "aggregates-day": "/v1/aggregates?interval=day&from=2026-11-20T00:00:00Z&to=2026-11-27T00:00:00Z",
+    "aggregates-hour-unique": "/v1/aggregates?interval=hour&metrics=count,unique_users"
+                              "&from=2026-11-26T00:00:00Z&to=2026-11-27T00:00:00Z",
+    "events": "/v1/events",
+    "event-by-id": "/v1/events/some-id",
+}
+
+
+@pytest.mark.parametrize("path", QUERIES.values(), ids=QUERIES.keys())
+def test_query_blocked_past_the_session_timeouts_is_503_then_the_pool_serves_again(impatient, database_url, project, path):
+    import psycopg
+
+    headers = auth_headers(project, "ingest query")
+    assert httpx.post(impatient + "/v1/batch", json={"batch": [make_event(messageId="some-id")]}, headers=headers).status_code == 200
+    with psycopg.connect(database_url) as locker:
+        # ACCESS EXCLUSIVE blocks every reader of these tables until the transaction ends.
+        locker.execute("LOCK TABLE events, event_counts_hourly, event_counts_daily IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        response = httpx.get(impatient + path, headers=headers, timeout=30)
+        seconds = time.monotonic() - started
+        locker.rollback()
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["retry-after"]
+    assert seconds < 5
+    # The cancelled statement did not poison the pooled connection: the same query now answers.
+    assert httpx.get(impatient + path, headers=headers, timeout=30).status_code == 200
