@@ -22,7 +22,7 @@ import jwt
 from fastapi import Depends, Request
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from shared.errors import Forbidden, Unauthorized
+from shared.errors import DatabaseUnavailable, Forbidden, Unauthorized
 from shared.settings import Settings
 
 SCOPES = ("ingest", "query", "admin")
@@ -171,6 +171,13 @@ def bearer_token(authorization: str | None) -> str:
 # pool, and three thread hops per request cost more than verifying the token itself.
 async def authenticate(request: Request) -> Principal:
     principal = request.app.state.verifier.verify(bearer_token(request.headers.get("authorization")))
+    # An in-memory set, reloaded each second by the app (shared.revocation): no query per request.
+    revoked = getattr(request.app.state, "revoked_tokens", None)
+    if revoked is not None:
+        if not revoked.loaded:
+            raise DatabaseUnavailable("the token revocation list is not loaded yet")
+        if revoked.is_revoked(principal.project, principal.jti):
+            raise Unauthorized("token revoked")
     # Read by the request middleware for the access log; never the token itself.
     request.scope.setdefault("state", {})["project"] = principal.project
     return principal

@@ -105,3 +105,17 @@ idempotency_keys = Table(
     PrimaryKeyConstraint("project_id", "key"),
     Index("ix_idempotency_keys_created_at", "created_at"),
 )
+
+# Revoked token ids, per project: a token of project P with jti J is refused once (P, J) is here.
+# Every worker reloads the live rows each second (shared.revocation), so no request queries it.
+# expires_at is the token's own exp when known: past it the token is refused anyway, and the row
+# no longer needs loading. NULL keeps the revocation for good.
+revoked_tokens = Table(
+    "revoked_tokens",
+    metadata,
+    Column("project_id", Text, nullable=False),
+    Column("jti", Text, nullable=False),
+    Column("revoked_at", TZ, nullable=False, server_default=text("now()")),
+    Column("expires_at", TZ),
+    PrimaryKeyConstraint("project_id", "jti"),
+)

@@ -15,8 +15,9 @@ from shared.errors import install_error_handlers
 from shared.logging import configure_logging
 from shared.metrics import Metrics
 from shared.middleware import RequestContext
+from shared.revocation import RevokedTokens, refresh_loop
 from shared.settings import Settings
-from tally import ops
+from tally import admin, ops
 from tally.migrate import head_revision
 
 log = logging.getLogger("tally")
@@ -30,12 +31,17 @@ def create_app(settings: Settings) -> FastAPI:
     verifier = TokenVerifier(settings)
     metrics = Metrics()
     pool = create_pool(settings)
+    revoked = RevokedTokens()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # wait=False: the process comes up even while the database is down; /readyz says so.
         await pool.open(wait=False)
-        tasks = [asyncio.create_task(_sample_pool(pool, metrics))]
+        # Load the revocation list before serving; if the database is down, authenticated
+        # requests are 503 until the refresh task manages to load it.
+        with contextlib.suppress(Exception):
+            await revoked.refresh(pool, timeout=settings.db_pool_timeout)
+        tasks = [asyncio.create_task(_sample_pool(pool, metrics)), asyncio.create_task(refresh_loop(revoked, pool))]
         if settings.role in ("all", "ingest"):
             from ingest.service import purge_loop
 
@@ -60,6 +66,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.verifier = verifier
     app.state.metrics = metrics
     app.state.pool = pool
+    app.state.revoked_tokens = revoked
     app.state.head_revision = head_revision()
 
     install_error_handlers(app)
@@ -72,6 +79,8 @@ def create_app(settings: Settings) -> FastAPI:
 
         app.state.ingest_metrics = IngestMetrics(metrics)
         app.include_router(ingest_router)
+        # Revocation is a write; it is served with ingest. Every role checks revocations.
+        app.include_router(admin.router)
         documented.extend(DOCUMENTED_MODELS)
     if settings.role in ("all", "query"):
         from query.cursor import signing_key

@@ -111,6 +111,13 @@ def cmd_migrate(args) -> None:
 
 
 def cmd_token(args) -> None:
+    if args.action is not None:
+        if args.action != "revoke":
+            raise CommandError(f"unknown token action {args.action!r}: use `tally token revoke <jti>`")
+        return cmd_revoke(args)
+    if args.project is None or args.scope is None:
+        missing = " and ".join(name for name, value in (("--project", args.project), ("--scope", args.scope)) if value is None)
+        raise CommandError(f"tally token needs {missing}")
     settings = _settings()
     secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
     if secret is None and settings.database_url is None:
@@ -134,6 +141,50 @@ def cmd_token(args) -> None:
             issuer=settings.jwt_issuer, ttl_seconds=_parse_ttl(args.ttl), sub=args.sub,
         )
     )
+
+
+def cmd_revoke(args) -> None:
+    """Revoke by jti (with --project), or by the token itself (its project, jti and exp are read)."""
+    if not args.target:
+        raise CommandError("tally token revoke needs a jti (with --project) or the token itself")
+    project, jti, expires_at = args.project, args.target, None
+    if args.target.count(".") == 2:
+        import jwt
+
+        try:
+            claims = jwt.decode(args.target, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            raise CommandError("the argument looks like a token but cannot be decoded") from None
+        if not isinstance(claims.get("jti"), str) or not isinstance(claims.get("project"), str):
+            raise CommandError("the token has no jti or project claim: it cannot be revoked")
+        if project is not None and project != claims["project"]:
+            raise CommandError(f"the token belongs to project {claims['project']!r}, not {project!r}")
+        project, jti = claims["project"], claims["jti"]
+        if isinstance(claims.get("exp"), int):
+            from datetime import datetime, timezone
+
+            expires_at = datetime.fromtimestamp(claims["exp"], timezone.utc)
+    from shared.auth import MAX_PROJECT_LENGTH, valid_project
+    from shared.revocation import MAX_JTI_LENGTH, REVOKE
+
+    if project is None:
+        raise CommandError("tally token revoke <jti> needs --project (a revocation belongs to one project)")
+    if not valid_project(project):
+        raise CommandError(f"invalid --project {project!r}: use 1 to {MAX_PROJECT_LENGTH} characters")
+    if not 1 <= len(jti) <= MAX_JTI_LENGTH:
+        raise CommandError(f"invalid jti: use 1 to {MAX_JTI_LENGTH} characters")
+    settings, _ = _resolve_database(_settings())
+    _check_database(settings.database_url)
+    import psycopg
+
+    try:
+        with psycopg.connect(settings.database_url, connect_timeout=5, autocommit=True) as conn:
+            conn.execute(REVOKE, {"project": project, "jti": jti, "expires_at": expires_at})
+    except psycopg.errors.UndefinedTable:
+        raise CommandError("the database has no revoked_tokens table: run `tally migrate`") from None
+    except psycopg.Error as exc:
+        raise CommandError(f"cannot store the revocation: {type(exc).__name__}") from None
+    print(f"revoked jti {jti} of project {project}; every worker refuses it within 2 s")
 
 
 def cmd_serve(args) -> None:
@@ -241,9 +292,17 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="upgrade the database schema to the latest revision")
     migrate.set_defaults(func=cmd_migrate)
 
-    token = sub.add_parser("token", help="print a signed JWT")
-    token.add_argument("--project", required=True)
-    token.add_argument("--scope", required=True, help='space-separated: "ingest query admin"')
+    token = sub.add_parser(
+        "token", help="print a signed JWT, or revoke one",
+        usage="tally token --project P --scope S [--ttl 30d] [--sub cli]\n"
+              "       tally token revoke <jti> --project P | tally token revoke <token>",
+    )
+    # `tally token --project ...` mints; `tally token revoke <jti>` revokes. An optional positional
+    # action keeps the first form as it always was.
+    token.add_argument("action", nargs="?", help=argparse.SUPPRESS)
+    token.add_argument("target", nargs="?", help=argparse.SUPPRESS)
+    token.add_argument("--project")
+    token.add_argument("--scope", help='space-separated: "ingest query admin"')
     token.add_argument("--ttl", default="30d")
     token.add_argument("--sub", default="cli")
     token.set_defaults(func=cmd_token)
