@@ -40,6 +40,9 @@ DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
 LONG_NUMBER = b"0" * 19
 MAX_IDEMPOTENCY_KEY = 255
 PURGE_INTERVAL_SECONDS = 600.0
+# How often count deltas are folded into the rollups; readers add what is not folded yet, so
+# this bounds the deltas' size, not the freshness of counts.
+FOLD_INTERVAL_SECONDS = 1.0
 
 
 class IdempotencyKeyMismatch(AppError):
@@ -288,6 +291,25 @@ def _count(metrics: IngestMetrics, total: int, accepted: int, duplicates: int, e
         metrics.events.labels("duplicate", "").inc(duplicates)
     for error in errors:
         metrics.events.labels("rejected", error["code"]).inc()
+
+
+async def fold_counts(pool: AsyncConnectionPool) -> bool:
+    """Move committed count deltas into the rollups; False when another worker holds the turn."""
+    async with pool.connection() as conn, conn.transaction():
+        if not (await (await conn.execute(sql.TRY_FOLD_LOCK)).fetchone())[0]:
+            return False
+        await conn.execute(sql.FOLD_COUNTS)
+        return True
+
+
+async def fold_loop(pool: AsyncConnectionPool) -> None:
+    """Every worker tries each second; the advisory lock lets one fold at a time."""
+    while True:
+        await asyncio.sleep(FOLD_INTERVAL_SECONDS)
+        try:
+            await fold_counts(pool)
+        except Exception as exc:  # the database may be down; deltas wait, counts stay exact
+            log.warning("count fold failed", extra={"error": type(exc).__name__})
 
 
 async def purge_expired_keys(pool: AsyncConnectionPool, ttl_seconds: int) -> int:

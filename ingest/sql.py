@@ -1,6 +1,6 @@
 """The write path's SQL. Every statement is set-based: one per batch, never one per event."""
 
-# One statement stores a batch and keeps the hourly counts true:
+# One statement stores a batch and keeps the counts true:
 # - The batch arrives as one JSON array of rows (keys named after the columns) and
 #   jsonb_to_recordset unpacks it in C: one plan and one parameter whatever the batch size, and
 #   the server encodes each event once instead of dumping eleven arrays element by element
@@ -8,12 +8,11 @@
 # - ON CONFLICT DO NOTHING RETURNING yields exactly the rows this statement inserted, so the
 #   counts are derived from new events only and a duplicate never inflates them.
 # - A concurrent insert of the same messageId waits for the other transaction and is then
-#   skipped: exactly once, with no SELECT-then-INSERT race.
-# - Rows arrive sorted by messageId (the service sorts them) and the counter upsert is grouped
-#   and ordered by key, so two batches sharing keys lock them in the same order: no deadlock.
+#   skipped: exactly once, with no SELECT-then-INSERT race. Rows arrive sorted by messageId
+#   (the service sorts them), so two batches sharing ids take their locks in the same order.
+# - The increments are appended to event_count_deltas, never updated in place: no two ingest
+#   statements wait on each other for a counter row (see FOLD_COUNTS).
 # - As a single statement it is its own transaction: the counts commit with the events or not at all.
-# - The same counts per UTC day (event_counts_daily) serve long-range aggregates; every batch
-#   statement touches the two tables in the same order every time, so they add no lock cycle.
 INSERT_EVENTS = """
 WITH inserted AS (
     INSERT INTO events (
@@ -26,24 +25,40 @@ WITH inserted AS (
         message_id text, type text, event text, user_id text, anonymous_id text, ts timestamptz,
         original_timestamp timestamptz, properties jsonb, context jsonb, traits jsonb, extra jsonb)
     ON CONFLICT (project_id, message_id) DO NOTHING
-    RETURNING message_id, event, ts
+    RETURNING event, ts
 ), counted AS (
-    INSERT INTO event_counts_hourly AS c (project_id, bucket, event, n)
+    INSERT INTO event_count_deltas (project_id, bucket, event, n)
     SELECT %(project)s, date_trunc('hour', ts, 'UTC'), event, count(*)
     FROM inserted
     GROUP BY 2, 3
-    ORDER BY 2, 3
-    ON CONFLICT (project_id, bucket, event) DO UPDATE SET n = c.n + EXCLUDED.n
-), counted_daily AS (
-    INSERT INTO event_counts_daily AS d (project_id, day, event, n)
-    SELECT %(project)s, date_trunc('day', ts, 'UTC'), event, count(*)
-    FROM inserted
-    GROUP BY 2, 3
-    ORDER BY 2, 3
-    ON CONFLICT (project_id, day, event) DO UPDATE SET n = d.n + EXCLUDED.n
 )
 SELECT count(*) FROM inserted
 """
+
+# Moves every committed delta into the hourly and daily rollups, atomically: a reader's snapshot
+# sees each increment either still in the deltas or already in the rollups, never both or
+# neither. Deltas of transactions still in flight are not visible here and wait for the next
+# fold. Only the holder of FOLD_LOCK folds, so the rollup rows have a single writer and the
+# upserts, grouped and ordered by key, never wait on ingest.
+FOLD_COUNTS = """
+WITH moved AS (
+    DELETE FROM event_count_deltas RETURNING project_id, bucket, event, n
+), hourly AS (
+    INSERT INTO event_counts_hourly AS c (project_id, bucket, event, n)
+    SELECT project_id, bucket, event, sum(n) FROM moved
+    GROUP BY 1, 2, 3
+    ORDER BY 1, 2, 3
+    ON CONFLICT (project_id, bucket, event) DO UPDATE SET n = c.n + EXCLUDED.n
+)
+INSERT INTO event_counts_daily AS d (project_id, day, event, n)
+SELECT project_id, date_trunc('day', bucket, 'UTC'), event, sum(n) FROM moved
+GROUP BY 1, 2, 3
+ORDER BY 1, 2, 3
+ON CONFLICT (project_id, day, event) DO UPDATE SET n = d.n + EXCLUDED.n
+"""
+
+# One folder at a time across every worker and process; the others skip their turn.
+TRY_FOLD_LOCK = "SELECT pg_try_advisory_xact_lock(hashtextextended('tally.fold_counts', 0))"
 
 # Serialises requests that share an Idempotency-Key without blocking: the loser of the race is
 # answered 409 at once. The lock is released when the transaction ends, even if the process dies.

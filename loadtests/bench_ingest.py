@@ -120,7 +120,12 @@ def build_requests(host: str, port: int, token: str, total_events: int, batch: i
     return requests
 
 
-async def _client(host: str, port: int, queue: list[bytes], latencies: list[float], statuses: dict) -> None:
+async def _client(
+    host: str, port: int, queue: list[bytes], latencies: list[float], statuses: dict, delay: float
+) -> None:
+    # Connections open one after another: opened all at once, they tend to land on one
+    # uvicorn worker (physics.md), which would measure one worker, not the server.
+    await asyncio.sleep(delay)
     reader, writer = await asyncio.open_connection(host, port)
     try:
         while queue:
@@ -148,17 +153,40 @@ async def _drive(host: str, port: int, requests: list[bytes], clients: int) -> t
     statuses: dict[int, int] = {}
     queue = list(reversed(requests))
     start = time.perf_counter()
-    await asyncio.gather(*(_client(host, port, queue, latencies, statuses) for _ in range(clients)))
+    await asyncio.gather(
+        *(_client(host, port, queue, latencies, statuses, 0.02 * i) for i in range(clients))
+    )
     return time.perf_counter() - start, latencies, statuses
 
 
-def http_rate(url: str, workers: int, events: int, batch: int, clients: int, idempotency: bool) -> dict:
+def connections_per_worker(server_pid: int, port: int) -> list[int]:
+    """How many client connections each uvicorn worker holds (the split the run measured)."""
+    import psutil
+
+    counts = []
+    for child in psutil.Process(server_pid).children(recursive=True):
+        try:
+            conns = child.net_connections(kind="tcp")
+        except psutil.Error:
+            continue
+        n = sum(1 for c in conns if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED)
+        if n:
+            counts.append(n)
+    return sorted(counts, reverse=True)
+
+
+def http_rate(
+    url: str, workers: int, events: int, batch: int, clients: int, idempotency: bool, pool_size: int
+) -> dict:
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "TALLY_DATABASE_URL": url, "TALLY_JWT_SECRET": SECRET, "TALLY_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ, "TALLY_DATABASE_URL": url, "TALLY_JWT_SECRET": SECRET, "TALLY_LOG_LEVEL": "WARNING",
+        "TALLY_DB_POOL_SIZE": str(pool_size),
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "tally.cli", "serve", "--port", str(port), "--workers", str(workers)],
         env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -169,7 +197,15 @@ def http_rate(url: str, workers: int, events: int, batch: int, clients: int, ide
         requests = build_requests("127.0.0.1", port, token, events, batch, 0.10, idempotency)
         warmup = requests[: clients * 4]
         asyncio.run(_drive("127.0.0.1", port, warmup, clients))
-        elapsed, latencies, statuses = asyncio.run(_drive("127.0.0.1", port, requests[len(warmup):], clients))
+        split: list[int] = []
+
+        async def drive_and_look() -> tuple[float, list[float], dict]:
+            task = asyncio.create_task(_drive("127.0.0.1", port, requests[len(warmup):], clients))
+            await asyncio.sleep(0.02 * clients + 0.5)
+            split.extend(connections_per_worker(proc.pid, port))
+            return await task
+
+        elapsed, latencies, statuses = asyncio.run(drive_and_look())
     finally:
         proc.terminate()
         proc.wait(timeout=20)
@@ -180,6 +216,7 @@ def http_rate(url: str, workers: int, events: int, batch: int, clients: int, ide
         "p50_ms": 1000 * statistics.median(latencies),
         "p99_ms": 1000 * latencies[int(len(latencies) * 0.99) - 1],
         "statuses": statuses,
+        "split": split,
     }
 
 
@@ -206,6 +243,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--pool-size", type=int, default=4, help="TALLY_DB_POOL_SIZE per worker")
     parser.add_argument("--skip-idempotency", action="store_true")
     args = parser.parse_args()
 
@@ -220,11 +258,12 @@ def main() -> None:
     print(f"raw COPY (2 connections, 1000-event batches): {copy:,.0f} events/s", flush=True)
     runs = [("end to end", False)] + ([] if args.skip_idempotency else [("with Idempotency-Key", True)])
     for label, idempotency in runs:
-        r = http_rate(url, args.workers, args.events, args.batch, args.clients, idempotency)
+        r = http_rate(url, args.workers, args.events, args.batch, args.clients, idempotency, args.pool_size)
         print(
-            f"{label} ({args.workers} workers, {args.clients} clients, {args.batch}-event batches): "
-            f"{r['events_per_s']:,.0f} events/s = {r['events_per_s'] / copy:.0%} of raw COPY, "
-            f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, statuses {r['statuses']}",
+            f"{label} ({args.workers} workers x pool {args.pool_size}, {args.clients} clients, "
+            f"{args.batch}-event batches): {r['events_per_s']:,.0f} events/s = "
+            f"{r['events_per_s'] / copy:.0%} of raw COPY, p50 {r['p50_ms']:.1f} ms, "
+            f"p99 {r['p99_ms']:.1f} ms, statuses {r['statuses']}, connections per worker {r['split']}",
             flush=True,
         )
 

@@ -136,7 +136,7 @@ def seed(args: argparse.Namespace) -> None:
     upgrade(Settings(_env_file=None, database_url=url).sqlalchemy_url)
     started = time.perf_counter()
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("TRUNCATE events, event_counts_hourly, event_counts_daily")
+        conn.execute("TRUNCATE events, event_counts_hourly, event_counts_daily, event_count_deltas")
         found = conn.execute(
             "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'events' AND indexname <> 'pk_events'"
         ).fetchall()

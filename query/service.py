@@ -167,11 +167,11 @@ async def _counts(
 
 
 async def _next_hour_with_events(conn: AsyncConnection, project: str, at: datetime) -> datetime | None:
-    # Every stored event is in the hourly counts, so the first hour at or after `at` holding
-    # any is a lower bound for the next bucket with rows (filtered or not).
+    # Every stored event is in the hourly counts or their unfolded deltas, so the first hour at
+    # or after `at` holding any is a lower bound for the next bucket with rows (filtered or not).
     cur = await conn.execute(sql.NEXT_HOUR_WITH_EVENTS, {"project": project, "at": floor_hour(at)})
     row = await cur.fetchone()
-    return None if row is None else max(row[0], at)
+    return None if row is None or row[0] is None else max(row[0], at)
 
 
 async def list_events(

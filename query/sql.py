@@ -11,6 +11,7 @@ from __future__ import annotations
 #   label: what the row shows; [lo, hi): the instants it covers (clipped to the query range);
 #   [dlo, dhi): the whole UTC days inside it, from event_counts_daily;
 #   [flo, dlo) and [dhi, fhi): the other whole UTC hours, from event_counts_hourly;
+#   plus, over all of [flo, fhi), the increments not yet folded into either (event_count_deltas);
 #   [lo, flo) and [fhi, hi): remainders under an hour, from raw events.
 # Remainders exist only when a bucket edge is not a whole UTC hour (a `from` like 10:30, a day
 # in Asia/Kolkata); they are counted exactly through ix_events_project_ts. The LATERAL makes
@@ -41,6 +42,12 @@ WITH b AS (
     FROM b JOIN event_counts_hourly c
       ON c.project_id = %(project)s AND c.bucket >= b.dhi AND c.bucket < b.fhi
     WHERE TRUE {hourly_filters}
+    UNION ALL
+    -- Increments not folded into the rollups yet (a second's worth): every whole hour counts.
+    SELECT b.label, b.lo, b.hi, x.event, x.n
+    FROM b JOIN event_count_deltas x
+      ON x.project_id = %(project)s AND x.bucket >= b.flo AND x.bucket < b.fhi
+    WHERE TRUE {delta_filters}
     UNION ALL
     SELECT b.label, b.lo, b.hi, r.event, r.n
     FROM b, LATERAL (
@@ -80,17 +87,21 @@ def counts_window(*, events: bool, after: bool, unique_users: bool) -> str:
         filters += " AND (b.label, {alias}.event) > (%(after_label)s::timestamptz, %(after_event)s::text)"
     counts = _COUNTS.format(
         daily_filters=filters.format(alias="d"), hourly_filters=filters.format(alias="c"),
-        raw_filters=filters.format(alias="e"),
+        delta_filters=filters.format(alias="x"), raw_filters=filters.format(alias="e"),
     )
     return _UNIQUE_USERS.format(counts=counts) if unique_users else counts
 
 
-# The first hour at or after %(at)s with any event: one descent of the primary key.
+# The first hour at or after %(at)s with any event: one descent of the primary key, and one of
+# the deltas' index for hours whose first events are not folded yet.
 NEXT_HOUR_WITH_EVENTS = """
-SELECT bucket FROM event_counts_hourly
-WHERE project_id = %(project)s AND bucket >= %(at)s
-ORDER BY bucket
-LIMIT 1
+SELECT min(bucket) FROM (
+    (SELECT bucket FROM event_counts_hourly
+     WHERE project_id = %(project)s AND bucket >= %(at)s ORDER BY bucket LIMIT 1)
+    UNION ALL
+    (SELECT bucket FROM event_count_deltas
+     WHERE project_id = %(project)s AND bucket >= %(at)s ORDER BY bucket LIMIT 1)
+) AS first_hours
 """
 
 EVENT_COLUMNS = """

@@ -43,9 +43,10 @@ def create_app(settings: Settings) -> FastAPI:
             await revoked.refresh(pool, timeout=settings.db_pool_timeout)
         tasks = [asyncio.create_task(_sample_pool(pool, metrics)), asyncio.create_task(refresh_loop(revoked, pool))]
         if settings.role in ("all", "ingest"):
-            from ingest.service import purge_loop
+            from ingest.service import fold_loop, purge_loop
 
             tasks.append(asyncio.create_task(purge_loop(pool, settings.idempotency_ttl_seconds)))
+            tasks.append(asyncio.create_task(fold_loop(pool)))
         try:
             yield
         finally:

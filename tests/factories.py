@@ -34,3 +34,16 @@ def make_event(**overrides: Any) -> dict[str, Any]:
 
 def make_batch(n: int = 3, **overrides: Any) -> dict[str, Any]:
     return {"batch": [make_event(**overrides) for _ in range(n)]}
+
+
+def fold_counts(db) -> None:
+    """Fold every committed count delta into the rollups, as the service's folder does each second.
+
+    Tests that read event_counts_hourly/daily directly call this first; it waits for a fold
+    already running in a server instead of skipping its turn.
+    """
+    from ingest.sql import FOLD_COUNTS
+
+    with db.transaction():
+        db.execute("SELECT pg_advisory_xact_lock(hashtextextended('tally.fold_counts', 0))")
+        db.execute(FOLD_COUNTS)

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.factories import auth_headers, make_batch, make_event
+from tests.factories import auth_headers, fold_counts, make_batch, make_event
 
 SINGLE_TYPES = ("track", "identify", "page", "screen", "group", "alias")
 
@@ -28,6 +28,7 @@ def iso(moment: datetime) -> str:
 
 def counts_match_events(db, project: str) -> None:
     """The maintained hourly counts equal a recount of the stored events."""
+    fold_counts(db)
     recount = db.execute(
         "SELECT date_trunc('hour', ts, 'UTC'), event, count(*) FROM events WHERE project_id = %s "
         "GROUP BY 1, 2 ORDER BY 1, 2", [project],

@@ -20,7 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import start_server, stop_server
-from tests.factories import auth_headers, make_event
+from tests.factories import auth_headers, fold_counts, make_event
 
 POOL_TIMEOUT = 1.0
 
@@ -41,6 +41,7 @@ def stored(db, project: str) -> set[str]:
 
 
 def counts_match_events(db, project: str) -> None:
+    fold_counts(db)
     recount = db.execute(
         "SELECT date_trunc('hour', ts, 'UTC'), event, count(*) FROM events WHERE project_id = %s "
         "GROUP BY 1, 2 ORDER BY 1, 2", [project],

@@ -7,9 +7,10 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+import psycopg
 import pytest
 
-from tests.factories import auth_headers, make_event
+from tests.factories import auth_headers, fold_counts, make_event
 
 UTC = timezone.utc
 NEW_YORK = ZoneInfo("America/New_York")
@@ -177,6 +178,31 @@ def test_counts_are_visible_as_soon_as_ingest_answers(client, auth):
         assert rows["data"][0]["count"] == n
 
 
+def test_counts_are_the_same_before_and_after_the_deltas_are_folded(client, auth, db, project, database_url):
+    # Ingest appends count increments; a folder moves them into the rollups each second.
+    # Holding the folder's lock keeps this project's increments unfolded for the first reads.
+    start = datetime(2026, 3, 2, tzinfo=UTC)
+    events = every(start, start + timedelta(days=3), timedelta(minutes=37))
+    queries = [
+        {"interval": "hour", "from": "2026-03-02", "to": "2026-03-05", "limit": 1000},
+        {"interval": "day", "from": "2026-03-01", "to": "2026-03-06"},
+        {"interval": "total", "from": "2026-03-01", "to": "2026-03-06"},
+    ]
+    with psycopg.connect(database_url) as holder:
+        holder.execute("SELECT pg_advisory_xact_lock(hashtextextended('tally.fold_counts', 0))")
+        ingest(client, auth, events)
+        unfolded = db.execute(
+            "SELECT coalesce(sum(n), 0) FROM event_count_deltas WHERE project_id = %s", [project]
+        ).fetchone()[0]
+        assert unfolded == len(events)
+        before = [walk(client, auth, **q) for q in queries]
+    fold_counts(db)
+    assert db.execute("SELECT count(*) FROM event_count_deltas WHERE project_id = %s", [project]).fetchone()[0] == 0
+    after = [walk(client, auth, **q) for q in queries]
+    assert before == after
+    assert sum(r["count"] for r in after[2]) == len(events)
+
+
 def test_buckets_without_events_are_absent(client, auth):
     ingest(client, auth, [make_event(timestamp="2026-02-01T05:00:00Z"), make_event(timestamp="2026-02-04T05:00:00Z")])
     rows = aggregates(client, auth, **{"from": "2026-02-01", "to": "2026-02-08"})
@@ -243,6 +269,7 @@ def test_daily_counts_equal_a_recount_after_duplicate_laden_ingests(client, auth
         "SELECT date_trunc('day', ts, 'UTC'), event, count(*) FROM events WHERE project_id = %s "
         "GROUP BY 1, 2 ORDER BY 1, 2", [project],
     ).fetchall()
+    fold_counts(db)
     maintained = db.execute(
         "SELECT day, event, n FROM event_counts_daily WHERE project_id = %s ORDER BY 1, 2", [project]
     ).fetchall()

@@ -7,7 +7,7 @@ import uuid
 import pytest
 from segment.analytics import Client
 
-from tests.factories import token_for
+from tests.factories import fold_counts, token_for
 
 
 def calls(client: Client, tag: str) -> dict[str, str]:
@@ -45,5 +45,6 @@ def test_sdk_calls_are_stored_once_with_their_type(live_server, db, gzip, sync_m
     assert by_id["first-identify"][4] == {"email": "a@example.com"}
     assert by_id["first-alias"][5]["previousId"] == "anon-1"
     assert by_id["first-group"][5]["groupId"] == "org-9"
+    fold_counts(db)
     counts = db.execute("SELECT sum(n) FROM event_counts_hourly WHERE project_id = %s", [project]).fetchone()[0]
     assert counts == 6
