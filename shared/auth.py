@@ -39,6 +39,9 @@ class Principal:
     jti: str | None = None
 
 
+VERIFIED_CACHE_SIZE = 10_000
+
+
 class TokenVerifier:
     def __init__(self, settings: Settings):
         self.audience = settings.jwt_audience
@@ -48,6 +51,11 @@ class TokenVerifier:
         self.public_keys = load_public_keys(settings.jwt_public_keys) if settings.jwt_public_keys else {}
         if self.secret is None and not self.public_keys:
             raise ValueError("no JWT secret or public key configured (TALLY_JWT_SECRET or TALLY_JWT_PUBLIC_KEYS)")
+        # token -> (principal, verified until). An SDK sends the same token with every batch, and
+        # verifying its signature was a tenth of an ingest worker's CPU; the exact token string
+        # verified once stays valid until its exp (plus leeway). Revocation is checked per request
+        # elsewhere, so caching never outlives a revoke.
+        self._verified: dict[str, tuple[Principal, float]] = {}
 
     def _key_for(self, token: str) -> tuple[Any, list[str]]:
         try:
@@ -69,6 +77,18 @@ class TokenVerifier:
         raise Unauthorized("token algorithm not accepted")
 
     def verify(self, token: str) -> Principal:
+        cached = self._verified.get(token)
+        if cached is not None:
+            if time.time() < cached[1]:
+                return cached[0]
+            del self._verified[token]
+        principal, expires = self._verify(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()  # bounded; refilled by the tokens actually in use
+        self._verified[token] = (principal, expires + self.leeway)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         key, algorithms = self._key_for(token)
         try:
             claims = jwt.decode(
@@ -101,7 +121,8 @@ class TokenVerifier:
         if not isinstance(scope, str):
             raise Unauthorized("missing claim scope")
         jti = claims.get("jti")
-        return Principal(project, claims["sub"], frozenset(scope.split()), jti if isinstance(jti, str) else None)
+        principal = Principal(project, claims["sub"], frozenset(scope.split()), jti if isinstance(jti, str) else None)
+        return principal, float(claims["exp"])
 
 
 def valid_project(project: object) -> bool:

@@ -254,3 +254,32 @@ def test_pem_file_verifies_its_algorithm_and_refuses_hs256_keyed_with_it(databas
         other_kid = client.get("/test/whoami", headers=bearer(signed(keys[kind], alg, "some-kid")))
         assert_refused(other_kid, "unknown key id")
 
+
+
+def test_a_verified_token_is_refused_once_it_expires_even_though_verification_is_cached():
+    from shared.auth import TokenVerifier
+    from shared.errors import Unauthorized
+
+    verifier = TokenVerifier(Settings(_env_file=None, jwt_secret=SECRET, jwt_leeway_seconds=0))
+    token = jwt.encode(
+        {"sub": "s", "project": "p", "scope": "ingest", "aud": "tally", "exp": time.time() + 1.0},
+        SECRET, algorithm="HS256",
+    )
+    assert verifier.verify(token).project == "p"
+    assert verifier.verify(token).project == "p"  # served from the cache
+    time.sleep(1.1)
+    with pytest.raises(Unauthorized, match="expired"):
+        verifier.verify(token)
+
+
+def test_a_token_with_a_tampered_signature_is_refused_though_the_genuine_one_is_cached():
+    from shared.auth import TokenVerifier
+    from shared.errors import Unauthorized
+
+    verifier = TokenVerifier(Settings(_env_file=None, jwt_secret=SECRET))
+    token = token_for("p")
+    verifier.verify(token)
+    head, payload, signature = token.split(".")
+    tampered = f"{head}.{payload}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BB'}"
+    with pytest.raises(Unauthorized):
+        verifier.verify(tampered)
