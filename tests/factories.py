@@ -47,3 +47,16 @@ def fold_counts(db) -> None:
     with db.transaction():
         db.execute("SELECT pg_advisory_xact_lock(hashtextextended('tally.fold_counts', 0))")
         db.execute(FOLD_COUNTS)
+
+
+def assert_counts_match_events(db, project: str) -> None:
+    """The maintained hourly counts (after a fold) equal a recount of the stored events."""
+    fold_counts(db)
+    recount = db.execute(
+        "SELECT date_trunc('hour', ts, 'UTC'), event, count(*) FROM events WHERE project_id = %s "
+        "GROUP BY 1, 2 ORDER BY 1, 2", [project],
+    ).fetchall()
+    maintained = db.execute(
+        "SELECT bucket, event, n FROM event_counts_hourly WHERE project_id = %s ORDER BY 1, 2", [project]
+    ).fetchall()
+    assert maintained == recount

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.factories import auth_headers, fold_counts, make_batch, make_event
+from tests.factories import assert_counts_match_events, auth_headers, make_batch, make_event
 
 SINGLE_TYPES = ("track", "identify", "page", "screen", "group", "alias")
 
@@ -24,19 +24,6 @@ def codes(response) -> list[str]:
 
 def iso(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds")
-
-
-def counts_match_events(db, project: str) -> None:
-    """The maintained hourly counts equal a recount of the stored events."""
-    fold_counts(db)
-    recount = db.execute(
-        "SELECT date_trunc('hour', ts, 'UTC'), event, count(*) FROM events WHERE project_id = %s "
-        "GROUP BY 1, 2 ORDER BY 1, 2", [project],
-    ).fetchall()
-    maintained = db.execute(
-        "SELECT bucket, event, n FROM event_counts_hourly WHERE project_id = %s ORDER BY 1, 2", [project]
-    ).fetchall()
-    assert maintained == recount
 
 
 # --- endpoints and response shape -------------------------------------------------------------
@@ -300,7 +287,7 @@ def test_duplicate_across_batches_is_counted_as_duplicate_and_stored_once(client
     body = client.post("/v1/batch", json=again, headers=auth).json()
     assert (body["accepted"], body["duplicates"], body["rejected"]) == (1, 3, 0)
     assert len(stored(db, project)) == 4
-    counts_match_events(db, project)
+    assert_counts_match_events(db, project)
 
 
 def test_duplicate_within_a_batch_keeps_the_first_occurrence(client, auth, db, project):
@@ -309,7 +296,7 @@ def test_duplicate_within_a_batch_keeps_the_first_occurrence(client, auth, db, p
     body = client.post("/v1/batch", json={"batch": [first, second, make_event()]}, headers=auth).json()
     assert (body["accepted"], body["duplicates"], body["rejected"]) == (2, 1, 0)
     assert stored(db, project)["m-1"]["properties"] == {"which": "first"}
-    counts_match_events(db, project)
+    assert_counts_match_events(db, project)
 
 
 def test_dedup_survives_the_process_live_server_sees_in_process_events(client, live_server, auth, db, project):
@@ -338,6 +325,6 @@ def test_hourly_counts_equal_a_recount_after_duplicate_laden_ingests(client, aut
     for start in range(0, 29, 5):
         window = pool[start : start + 10]
         client.post("/v1/batch", json={"batch": window + window[:3]}, headers=auth)
-    counts_match_events(db, project)
+    assert_counts_match_events(db, project)
     total = db.execute("SELECT sum(n) FROM event_counts_hourly WHERE project_id = %s", [project]).fetchone()[0]
     assert total == len(pool)

@@ -13,23 +13,11 @@ from fastapi.testclient import TestClient
 
 from tally.app import create_app
 from tests.conftest import free_port, make_settings
-from tests.factories import auth_headers, fold_counts, make_event
+from tests.factories import assert_counts_match_events, auth_headers, fold_counts, make_event
 
 
 def event_ids(db, project: str) -> list[str]:
     return [r[0] for r in db.execute("SELECT message_id FROM events WHERE project_id = %s", [project])]
-
-
-def counts_match_events(db, project: str) -> None:
-    recount = db.execute(
-        "SELECT date_trunc('hour', ts, 'UTC'), event, count(*) FROM events WHERE project_id = %s "
-        "GROUP BY 1, 2 ORDER BY 1, 2", [project],
-    ).fetchall()
-    fold_counts(db)
-    maintained = db.execute(
-        "SELECT bucket, event, n FROM event_counts_hourly WHERE project_id = %s ORDER BY 1, 2", [project]
-    ).fetchall()
-    assert maintained == recount
 
 
 # --- database failures ------------------------------------------------------------------------
@@ -116,7 +104,7 @@ def test_same_batch_on_32_connections_is_stored_exactly_once(live_server, db, pr
     assert all(r["rejected"] == 0 for r in results)
     ids = event_ids(db, project)
     assert sorted(ids) == sorted(e["messageId"] for e in batch["batch"])
-    counts_match_events(db, project)
+    assert_counts_match_events(db, project)
 
 
 def test_overlapping_batches_in_different_orders_never_5xx_or_deadlock(live_server, db, project):
@@ -131,7 +119,7 @@ def test_overlapping_batches_in_different_orders_never_5xx_or_deadlock(live_serv
     assert sum(r.json()["accepted"] for r in responses) == len(pool)
     assert sum(r.json()["duplicates"] for r in responses) == 16 * 50 - len(pool)
     assert len(event_ids(db, project)) == len(pool)
-    counts_match_events(db, project)
+    assert_counts_match_events(db, project)
 
 
 def test_same_idempotency_key_on_many_connections_stores_once(live_server, db, project):

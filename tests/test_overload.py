@@ -20,7 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import start_server, stop_server
-from tests.factories import auth_headers, fold_counts, make_event
+from tests.factories import assert_counts_match_events, auth_headers, make_event
 
 POOL_TIMEOUT = 1.0
 
@@ -38,18 +38,6 @@ def one_connection(database_url) -> Iterator[str]:
 
 def stored(db, project: str) -> set[str]:
     return {r[0] for r in db.execute("SELECT message_id FROM events WHERE project_id = %s", [project])}
-
-
-def counts_match_events(db, project: str) -> None:
-    fold_counts(db)
-    recount = db.execute(
-        "SELECT date_trunc('hour', ts, 'UTC'), event, count(*) FROM events WHERE project_id = %s "
-        "GROUP BY 1, 2 ORDER BY 1, 2", [project],
-    ).fetchall()
-    maintained = db.execute(
-        "SELECT bucket, event, n FROM event_counts_hourly WHERE project_id = %s ORDER BY 1, 2", [project]
-    ).fetchall()
-    assert maintained == recount
 
 
 def post(base: str, batch: list[dict], headers: dict, out: list, index: int) -> None:
@@ -104,7 +92,7 @@ def test_exhausted_pool_answers_503_with_retry_after_within_the_pool_timeout_and
         for batch in others:
             assert http.post("/v1/batch", json={"batch": batch}, headers=headers).status_code == 200
     assert stored(db, project) == {e["messageId"] for b in [holder, *others] for e in b}
-    counts_match_events(db, project)
+    assert_counts_match_events(db, project)
 
 
 def pool_in_use(base: str) -> float:
