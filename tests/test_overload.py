@@ -64,7 +64,8 @@ def test_exhausted_pool_answers_503_with_retry_after_within_the_pool_timeout_and
         holding.start()
         deadline = time.monotonic() + 10
         while not db.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'tally' AND wait_event_type = 'Lock'"
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = 'tally' AND wait_event_type = 'Lock'"
         ).fetchone()[0]:
             assert time.monotonic() < deadline, "the first request never reached the lock"
             time.sleep(0.05)
@@ -93,6 +94,54 @@ def test_exhausted_pool_answers_503_with_retry_after_within_the_pool_timeout_and
             assert http.post("/v1/batch", json={"batch": batch}, headers=headers).status_code == 200
     assert stored(db, project) == {e["messageId"] for b in [holder, *others] for e in b}
     assert_counts_match_events(db, project)
+
+
+def test_waiting_queue_is_bounded_so_excess_requests_are_refused_at_once(one_connection, db, project):
+    """Past 50 waiters per pooled connection, a request is answered 503 without waiting its turn."""
+    headers = auth_headers(project)
+    # Connected before the pool is held (setting up 70 clients takes seconds on a busy machine,
+    # and the held request gives up after the 5 s lock timeout), so the requests arrive together.
+    clients = [httpx.Client(base_url=one_connection, timeout=30) for _ in range(70)]
+    for http in clients:
+        http.get("/healthz")
+    with db.transaction(force_rollback=True):
+        db.execute(
+            "INSERT INTO events (project_id, message_id, type, event, ts, received_at) "
+            "VALUES (%s, 'contended', 'track', 'held', now(), now())", [project],
+        )
+        first: list = [None]
+        holding = threading.Thread(target=post, args=(one_connection, [make_event(messageId="contended")], headers, first, 0))
+        holding.start()
+        deadline = time.monotonic() + 10
+        while not db.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = 'tally' AND wait_event_type = 'Lock'"
+        ).fetchone()[0]:
+            assert time.monotonic() < deadline, "the first request never reached the lock"
+            time.sleep(0.05)
+        barrier = threading.Barrier(len(clients))
+        results: list = [None] * len(clients)
+
+        def send(i: int) -> None:
+            barrier.wait()
+            started = time.monotonic()
+            response = clients[i].post("/v1/batch", json={"batch": [make_event()]}, headers=headers)
+            results[i] = (response.status_code, response.headers.get("retry-after"), time.monotonic() - started)
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(len(clients))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        for http in clients:
+            http.close()
+    holding.join(30)
+    assert first[0][0].status_code == 200, "the held request must outlive the burst, or the pool was free"
+    assert all(status == 503 and retry_after for status, retry_after, _ in results), results
+    at_once = [seconds for _, _, seconds in results if seconds < POOL_TIMEOUT * 0.5]
+    assert at_once, "no request was refused before the pool timeout: the queue is unbounded"
+    print(f"\n70 requests on a held pool of 1: {len(at_once)} refused at once, the rest after ~{POOL_TIMEOUT} s")
+    assert stored(db, project) == {"contended"}
 
 
 def pool_in_use(base: str) -> float:
