@@ -40,21 +40,27 @@ SELECT count(*) FROM inserted
 # neither. Deltas of transactions still in flight are not visible here and wait for the next
 # fold. Only the holder of FOLD_LOCK folds, so the rollup rows have a single writer and the
 # upserts, grouped and ordered by key, never wait on ingest.
+# At most %(limit)s rows a fold, so one fold always fits in the statement timeout and a backlog
+# (after an outage) drains in bounded steps instead of being rolled back every round.
 FOLD_COUNTS = """
 WITH moved AS (
-    DELETE FROM event_count_deltas RETURNING project_id, bucket, event, n
+    DELETE FROM event_count_deltas
+    WHERE ctid = ANY(ARRAY(SELECT ctid FROM event_count_deltas LIMIT %(limit)s))
+    RETURNING project_id, bucket, event, n
 ), hourly AS (
     INSERT INTO event_counts_hourly AS c (project_id, bucket, event, n)
     SELECT project_id, bucket, event, sum(n) FROM moved
     GROUP BY 1, 2, 3
     ORDER BY 1, 2, 3
     ON CONFLICT (project_id, bucket, event) DO UPDATE SET n = c.n + EXCLUDED.n
+), daily AS (
+    INSERT INTO event_counts_daily AS d (project_id, day, event, n)
+    SELECT project_id, date_trunc('day', bucket, 'UTC'), event, sum(n) FROM moved
+    GROUP BY 1, 2, 3
+    ORDER BY 1, 2, 3
+    ON CONFLICT (project_id, day, event) DO UPDATE SET n = d.n + EXCLUDED.n
 )
-INSERT INTO event_counts_daily AS d (project_id, day, event, n)
-SELECT project_id, date_trunc('day', bucket, 'UTC'), event, sum(n) FROM moved
-GROUP BY 1, 2, 3
-ORDER BY 1, 2, 3
-ON CONFLICT (project_id, day, event) DO UPDATE SET n = d.n + EXCLUDED.n
+SELECT count(*) FROM moved
 """
 
 # One folder at a time across every worker and process; the others skip their turn.

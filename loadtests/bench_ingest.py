@@ -243,7 +243,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--pool-size", type=int, default=4, help="TALLY_DB_POOL_SIZE per worker")
+    parser.add_argument("--pool-size", type=int, default=10, help="TALLY_DB_POOL_SIZE per worker")
     parser.add_argument("--skip-idempotency", action="store_true")
     args = parser.parse_args()
 

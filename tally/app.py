@@ -46,7 +46,7 @@ def create_app(settings: Settings) -> FastAPI:
             from ingest.service import fold_loop, purge_loop
 
             tasks.append(asyncio.create_task(purge_loop(pool, settings.idempotency_ttl_seconds)))
-            tasks.append(asyncio.create_task(fold_loop(pool)))
+            tasks.append(asyncio.create_task(fold_loop(pool, app.state.ingest_metrics)))
         try:
             yield
         finally:

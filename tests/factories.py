@@ -46,7 +46,7 @@ def fold_counts(db) -> None:
 
     with db.transaction():
         db.execute("SELECT pg_advisory_xact_lock(hashtextextended('tally.fold_counts', 0))")
-        db.execute(FOLD_COUNTS)
+        db.execute(FOLD_COUNTS, {"limit": 10_000_000})
 
 
 def assert_counts_match_events(db, project: str) -> None:

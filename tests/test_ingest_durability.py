@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 
 import httpx
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
@@ -132,3 +133,21 @@ def test_same_idempotency_key_on_many_connections_stores_once(live_server, db, p
     replays = [r for r in responses if r.headers.get("idempotent-replayed") == "true"]
     assert all(r.content == fresh[0].content for r in replays)
     assert len(event_ids(db, project)) == 20
+
+
+def test_a_fold_moves_at_most_its_limit_so_a_backlog_drains_in_bounded_steps(create_database):
+    from ingest.sql import FOLD_COUNTS
+
+    url = create_database()  # a database no server folds behind the test's back
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO event_count_deltas (project_id, bucket, event, n) "
+            "SELECT 'p', timestamptz '2026-01-01 00:00Z' + (i % 3) * interval '1 hour', 'E', 1 "
+            "FROM generate_series(1, 25) AS i"
+        )
+        moved = [conn.execute(FOLD_COUNTS, {"limit": 10}).fetchone()[0] for _ in range(4)]
+        hourly = conn.execute("SELECT n FROM event_counts_hourly WHERE project_id = 'p' ORDER BY bucket").fetchall()
+        daily = conn.execute("SELECT n FROM event_counts_daily WHERE project_id = 'p'").fetchall()
+    assert moved == [10, 10, 5, 0]
+    assert [n for (n,) in hourly] == [8, 9, 8]
+    assert daily == [(25,)]
