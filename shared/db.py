@@ -9,7 +9,12 @@ left idle by a stalled request cannot hold locks for long.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import socket
 import time
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -28,9 +33,42 @@ def session_options(settings: Settings) -> str:
     )
 
 
+class BoundedPool(AsyncConnectionPool):
+    """A pool whose every borrowing is bounded by a client-side deadline.
+
+    statement_timeout and lock_timeout are enforced by the server; a server that stalls (a
+    SIGSTOPped postmaster, a paused VM, a blackholed network) enforces nothing, and psycopg
+    would wait on the socket for as long as it lasts. Cancelling the waiting task does not help:
+    psycopg then spends up to 10 s trying to cancel the query on the same stalled server. So at
+    the deadline the connection's socket is shut down instead: psycopg's wait fails at once with
+    OperationalError (answered 503 + Retry-After), and the pool discards the broken connection.
+    """
+
+    deadline: float = 10.0
+
+    @contextlib.asynccontextmanager
+    async def connection(self, timeout: float | None = None) -> AsyncIterator[AsyncConnection]:
+        async with super().connection(timeout) as conn:
+            timer = asyncio.get_running_loop().call_later(self.deadline, abort, conn)
+            try:
+                yield conn
+            finally:
+                timer.cancel()
+
+
+def abort(conn: AsyncConnection) -> None:
+    """Shut the connection's socket down so that any wait on it ends now, with an error."""
+    with contextlib.suppress(OSError, ValueError):
+        sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()
+
+
 def create_pool(settings: Settings) -> AsyncConnectionPool:
     assert settings.database_url is not None
-    return AsyncConnectionPool(
+    pool = BoundedPool(
         settings.database_url,
         min_size=min(2, settings.db_pool_size),
         max_size=settings.db_pool_size,
@@ -51,10 +89,15 @@ def create_pool(settings: Settings) -> AsyncConnectionPool:
         },
         open=False,
     )
+    # Waiting for a connection, then a statement, plus a second of slack for the round trips.
+    pool.deadline = settings.db_pool_timeout + settings.db_statement_timeout_ms / 1000 + 1.0
+    return pool
 
 
 # A connection back in the pool for less than this is handed out without a check.
 TRUST_RECENT_SECONDS = 1.0
+# A liveness check (an empty query) answers in well under a millisecond when the server is up.
+CHECK_DEADLINE_SECONDS = 1.0
 
 
 async def _mark_returned(conn: AsyncConnection) -> None:
@@ -64,7 +107,12 @@ async def _mark_returned(conn: AsyncConnection) -> None:
 async def _check_if_idle(conn: AsyncConnection) -> None:
     returned = getattr(conn, "_tally_returned", None)
     if returned is None or time.monotonic() - returned > TRUST_RECENT_SECONDS:
-        await AsyncConnectionPool.check_connection(conn)
+        # Bounded like a borrowing: a stalled server must not hold the check either.
+        timer = asyncio.get_running_loop().call_later(CHECK_DEADLINE_SECONDS, abort, conn)
+        try:
+            await AsyncConnectionPool.check_connection(conn)
+        finally:
+            timer.cancel()
 
 
 async def get_pool(request: Request) -> AsyncConnectionPool:

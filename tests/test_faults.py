@@ -355,15 +355,6 @@ def signal_cluster(pg: ThrowawayPostgres, signum: int) -> None:
 STALL_SECONDS = 12
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: no client-side deadline. statement_timeout and lock_timeout are enforced by the "
-    "server, so a stalled server (SIGSTOP, a paused VM, a blackholed network) holds requests until "
-    "it resumes; psycopg waits without a timeout and the pool's connection check (SELECT 1 on a "
-    "connection idle > 1 s) is not bounded by the pool timeout. Fix in shared/db.py: bound each "
-    "request's database work client-side (asyncio.timeout around pool use, pool.connection(timeout)) "
-    "and/or TCP keepalive/tcp_user_timeout in the connection kwargs.",
-)
 @pytest.mark.timeout(90)
 def test_stalled_database_is_503_within_the_timeouts_not_a_hang(tmp_path):
     pg = ThrowawayPostgres(tmp_path / "postgres.log")
