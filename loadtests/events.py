@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import uuid
 from datetime import datetime, timedelta, timezone
 
 EVENT_NAMES = [f"Event {i:03d}" for i in range(200)]
+# Zipf-like popularity (weight 1/rank), as in the query benchmark's dataset (loadtests/seed.py):
+# real products send a few events far more often than the rest.
+NAME_WEIGHTS = list(itertools.accumulate(1 / (i + 1) for i in range(len(EVENT_NAMES))))
 PLANS = ["free", "pro", "team", "enterprise"]
 
 
@@ -17,7 +21,7 @@ def track_event(rng: random.Random, now: datetime | None = None, users: int = 10
         "type": "track",
         "messageId": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
         "userId": f"user-{rng.randrange(users)}",
-        "event": rng.choice(EVENT_NAMES),
+        "event": rng.choices(EVENT_NAMES, cum_weights=NAME_WEIGHTS)[0],
         "timestamp": ts.isoformat(timespec="milliseconds"),
         "properties": {
             "revenue": round(rng.random() * 100, 2),
