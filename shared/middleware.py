@@ -43,6 +43,13 @@ class RequestContext:
         state["request_id"] = request_id
         status = 500
         started = False
+        recorded = False
+
+        def record() -> None:
+            nonlocal recorded
+            if not recorded:
+                recorded = True
+                self._record(scope, state, request_id, status, time.perf_counter() - start)
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, started
@@ -50,6 +57,10 @@ class RequestContext:
                 started = True
                 status = message["status"]
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            elif not message.get("more_body", False):
+                # Counted before the last byte leaves: once a client holds the whole response, any
+                # scrape it makes next (of any worker) already includes this request.
+                record()
             await send(message)
 
         try:
@@ -64,7 +75,7 @@ class RequestContext:
                 )
                 await response(scope, receive, send_with_id)
         finally:
-            self._record(scope, state, request_id, status, time.perf_counter() - start)
+            record()  # a response that never completed (client gone, error mid-stream)
 
     def _record(self, scope: Scope, state: dict, request_id: str, status: int, seconds: float) -> None:
         route = scope.get("route")
