@@ -12,24 +12,22 @@ from ingest.body import read_body
 from ingest.schemas import BatchIn, EventIn, IngestResult
 from shared.auth import IngestWriter
 from shared.db import Pool
+from shared.errors import problem_responses
 
 router = APIRouter(tags=["ingest"])
 # Request bodies are read raw (orjson, no model per event); these models only document them.
 DOCUMENTED_MODELS = (BatchIn, EventIn)
 
-ERRORS = {
-    code: {"description": why, "content": {"application/problem+json": {}}}
-    for code, why in {
-        400: "Malformed JSON, no batch list, an empty batch, or a bad Idempotency-Key",
-        401: "Missing or invalid credentials",
-        403: "Token lacks scope ingest",
-        409: "A request with this Idempotency-Key is in flight",
-        413: "Too many events, or the body is too large after decompression",
-        415: "Unsupported Content-Type or Content-Encoding",
-        422: "Idempotency-Key reused with another body",
-        503: "Database unavailable; retry after Retry-After",
-    }.items()
-}
+ERRORS = problem_responses({
+    400: "Malformed JSON, no batch list, an empty batch, or a bad Idempotency-Key",
+    401: "Missing or invalid credentials",
+    403: "Token lacks scope ingest",
+    409: "A request with this Idempotency-Key is in flight",
+    413: "Too many events, or the body is too large after decompression",
+    415: "Unsupported Content-Type or Content-Encoding",
+    422: "Idempotency-Key reused with another body",
+    503: "Database unavailable; retry after Retry-After",
+})
 
 
 def _body_doc(model) -> dict:

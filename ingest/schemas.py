@@ -6,8 +6,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-PROBLEM = {"content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
-
 
 class EventIn(BaseModel):
     messageId: str = Field(min_length=1, max_length=200, description="Client-generated unique id; the dedup key.")
@@ -43,11 +41,3 @@ class IngestResult(BaseModel):
     rejected: int
     errors: list[EventError]
 
-
-class Problem(BaseModel):
-    type: str
-    title: str
-    status: int
-    detail: str
-    code: str
-    request_id: str | None

@@ -11,19 +11,17 @@ from query import service
 from query.schemas import AggregatePage, EventPage, EventRow
 from shared.auth import QueryReader
 from shared.db import Pool
+from shared.errors import problem_responses
 
 router = APIRouter(tags=["query"])
 
-ERRORS = {
-    code: {"description": why, "content": {"application/problem+json": {}}}
-    for code, why in {
-        400: "The cursor was altered, or issued for another project or other parameters (invalid_cursor)",
-        401: "Missing or invalid credentials",
-        403: "Token lacks scope query",
-        422: "A parameter is invalid; the problem names it",
-        503: "Database unavailable; retry after Retry-After",
-    }.items()
-}
+ERRORS = problem_responses({
+    400: "The cursor was altered, or issued for another project or other parameters (invalid_cursor)",
+    401: "Missing or invalid credentials",
+    403: "Token lacks scope query",
+    422: "A parameter is invalid; the problem names it",
+    503: "Database unavailable; retry after Retry-After",
+})
 
 From = Annotated[str | None, Query(alias="from", description="ISO-8601; without an offset, read in tz.")]
 To = Annotated[str | None, Query(description="ISO-8601, exclusive.")]
@@ -77,10 +75,9 @@ async def events(
 
 
 @router.get(
-    "/v1/events/{message_id:path}", response_model=EventRow, responses={**ERRORS, 404: {
-        "description": "No event with this messageId in the caller's project",
-        "content": {"application/problem+json": {}},
-    }},
+    "/v1/events/{message_id:path}", response_model=EventRow, responses={
+        **ERRORS, **problem_responses({404: "No event with this messageId in the caller's project"}),
+    },
     summary="One stored event by messageId",
 )
 async def event_by_id(request: Request, principal: QueryReader, pool: Pool, message_id: str) -> Response:

@@ -16,6 +16,7 @@ import psycopg.errors
 import psycopg_pool
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -23,6 +24,33 @@ PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://tally.dev/problems/"
 
 log = logging.getLogger("tally.errors")
+
+
+class InvalidField(BaseModel):
+    location: str = Field(description="Dotted path of the invalid value, e.g. query.limit or body.jti.")
+    message: str
+
+
+class Problem(BaseModel):
+    """The body of every non-2xx answer (RFC 9457), documented under application/problem+json."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str = Field(description="Stable machine-readable code, the last segment of `type`.")
+    request_id: str | None
+    errors: list[InvalidField] | None = Field(None, description="With invalid_parameter: each invalid value.")
+    model_config = {"extra": "allow"}
+
+
+def problem_responses(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: each status with its reason and the Problem body."""
+    schema = {"$ref": "#/components/schemas/Problem"}
+    return {
+        status: {"description": why, "content": {PROBLEM_JSON: {"schema": schema}}}
+        for status, why in descriptions.items()
+    }
 
 
 class AppError(Exception):

@@ -7,22 +7,34 @@ was ever issued (we keep no registry of issued tokens), so it tells nothing abou
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Request
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
 
 from shared.auth import Admin
 from shared.db import Pool
+from shared.errors import problem_responses
 from shared.revocation import MAX_JTI_LENGTH, revoke
 
 router = APIRouter(tags=["admin"])
 
 
+RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def _rfc3339(value: object) -> object:
+    # As documented (format: date-time): not also a number, or a string of digits, of seconds.
+    if value is not None and not (isinstance(value, str) and RFC3339.fullmatch(value)):
+        raise ValueError("expires_at must be an RFC 3339 date-time with an offset")
+    return value
+
+
 class RevocationIn(BaseModel):
     jti: str = Field(min_length=1, max_length=MAX_JTI_LENGTH, description="The `jti` claim of the token to refuse.")
-    expires_at: AwareDatetime | None = Field(
+    expires_at: Annotated[AwareDatetime, BeforeValidator(_rfc3339)] | None = Field(
         None, description="The token's `exp`, if known: the revocation need not be loaded past it. Omit to keep it for good."
     )
 
@@ -34,15 +46,13 @@ class RevocationResult(BaseModel):
     expires_at: datetime | None
 
 
-ERRORS = {
-    code: {"description": why, "content": {"application/problem+json": {}}}
-    for code, why in {
-        401: "Missing or invalid credentials",
-        403: "Token lacks scope admin",
-        422: "jti missing, empty or longer than 255 characters, or expires_at without an offset",
-        503: "Database unavailable; retry after Retry-After",
-    }.items()
-}
+ERRORS = problem_responses({
+    400: "Body is not valid JSON",
+    401: "Missing or invalid credentials",
+    403: "Token lacks scope admin",
+    422: "jti missing, empty or longer than 255 characters, or expires_at not an RFC 3339 date-time with an offset",
+    503: "Database unavailable; retry after Retry-After",
+})
 
 
 @router.post(

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from shared.auth import TokenVerifier
 from shared.db import create_pool
-from shared.errors import install_error_handlers
+from shared.errors import Problem, install_error_handlers
 from shared.logging import configure_logging
 from shared.metrics import Metrics
 from shared.middleware import RequestContext
@@ -73,7 +73,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     install_error_handlers(app)
     app.include_router(ops.router)
-    documented: list = []
+    documented: list = [Problem]
     if settings.role in ("all", "ingest"):
         from ingest.router import DOCUMENTED_MODELS
         from ingest.router import router as ingest_router

@@ -164,9 +164,12 @@ def test_revoking_by_token_keeps_its_expiry_and_is_idempotent(two_workers, db):
         ("admin", {"jti": ""}, 422),
         ("admin", {"jti": "x" * 256}, 422),
         ("admin", {"jti": "x", "expires_at": "2030-01-01T00:00:00"}, 422),  # no offset
+        # Documented as format date-time; pydantic alone would take seconds (found by schemathesis).
+        ("admin", {"jti": "x", "expires_at": 0}, 422),
+        ("admin", {"jti": "x", "expires_at": "1893456000"}, 422),
         ("admin", {"jti": 12}, 422),
     ],
-    ids=["no-admin-scope", "no-jti", "empty-jti", "long-jti", "naive-expiry", "jti-not-a-string"],
+    ids=["no-admin-scope", "no-jti", "empty-jti", "long-jti", "naive-expiry", "numeric-expiry", "digits-expiry", "jti-not-a-string"],
 )
 def test_revocation_endpoint_refusals_are_problem_json(client, project, scopes, body, status):
     response = client.post("/v1/tokens/revoked", json=body, headers=bearer(token(project, "caller", scopes)))
