@@ -63,8 +63,16 @@ events = Table(
         postgresql_include=["user_id", "anonymous_id"],
     ),
     # Listings filtered by user: `user_id = u OR anonymous_id = u` as a BitmapOr of the two.
-    Index("ix_events_project_user_id_ts", "project_id", "user_id", "ts"),
-    Index("ix_events_project_anonymous_id_ts", "project_id", "anonymous_id", "ts"),
+    # Partial: most events carry only one of the ids, and an equality implies NOT NULL, so the
+    # NULL entries were index writes no query reads (+5 to 8% ingest throughput, 0006).
+    Index(
+        "ix_events_project_user_id_ts", "project_id", "user_id", "ts",
+        postgresql_where=text("user_id IS NOT NULL"),
+    ),
+    Index(
+        "ix_events_project_anonymous_id_ts", "project_id", "anonymous_id", "ts",
+        postgresql_where=text("anonymous_id IS NOT NULL"),
+    ),
 )
 
 # Counts per project, hour and event name, maintained in the ingest transaction from the rows
