@@ -224,3 +224,40 @@ def test_query_blocked_past_the_session_timeouts_is_503_then_the_pool_serves_aga
     assert seconds < 5
     # The cancelled statement did not poison the pooled connection: the same query now answers.
     assert httpx.get(impatient + path, headers=headers, timeout=30).status_code == 200
+
+
+@pytest.fixture
+def hasty(database_url) -> Iterator[str]:
+    """A server whose statements are cancelled after 100 ms, the least the settings allow."""
+    proc, base = start_server(database_url, env={"TALLY_DB_STATEMENT_TIMEOUT_MS": "100"})
+    yield base
+    stop_server(proc)
+
+
+def test_a_statement_running_past_the_statement_timeout_is_503_then_the_pool_serves_again(hasty, db, project):
+    # No lock this time: the statement itself is too long. Exact distinct users over half a
+    # million events of one name takes seconds, not the server's 100 ms.
+    db.execute(
+        "INSERT INTO events (project_id, message_id, type, event, user_id, ts, received_at) "
+        "SELECT %s, 'm' || i, 'track', 'Big', 'u' || (i %% 200000), "
+        "timestamptz '2026-11-26 00:00Z' + i * interval '100 ms', now() "
+        "FROM generate_series(1, 500000) AS i", [project],
+    )
+    db.execute(  # their counts, as ingest would have appended them
+        "INSERT INTO event_count_deltas (project_id, bucket, event, n) "
+        "SELECT project_id, date_trunc('hour', ts, 'UTC'), event, count(*) FROM events "
+        "WHERE project_id = %s GROUP BY 1, 2, 3", [project],
+    )
+    headers = auth_headers(project, "query")
+    slow = "/v1/aggregates?interval=total&metrics=count,unique_users&from=2026-11-26T00:00:00Z&to=2026-11-27T00:00:00Z"
+    started = time.monotonic()
+    response = httpx.get(hasty + slow, headers=headers, timeout=30)
+    seconds = time.monotonic() - started
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "database_unavailable"
+    assert response.headers["retry-after"]
+    assert seconds < 5
+    # The cancelled statement left the pooled connection usable: a cheap query answers.
+    fast = "/v1/events?limit=1"
+    assert httpx.get(hasty + fast, headers=headers, timeout=30).status_code == 200
