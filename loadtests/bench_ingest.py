@@ -20,8 +20,6 @@ import asyncio
 import os
 import random
 import statistics
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -32,6 +30,7 @@ import orjson
 import psycopg
 
 from loadtests.events import track_event
+from loadtests.server import serve
 from shared.auth import mint_token
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -178,21 +177,7 @@ def connections_per_worker(server_pid: int, port: int) -> list[int]:
 def http_rate(
     url: str, workers: int, events: int, batch: int, clients: int, idempotency: bool, pool_size: int
 ) -> dict:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {
-        **os.environ, "TALLY_DATABASE_URL": url, "TALLY_JWT_SECRET": SECRET, "TALLY_LOG_LEVEL": "WARNING",
-        "TALLY_DB_POOL_SIZE": str(pool_size),
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tally.cli", "serve", "--port", str(port), "--workers", str(workers)],
-        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_ready(port)
+    with serve(url, SECRET, workers=workers, env={"TALLY_DB_POOL_SIZE": str(pool_size)}) as (proc, port):
         token = mint_token(SECRET, project=f"bench-{uuid.uuid4().hex[:8]}", scopes=["ingest"])
         requests = build_requests("127.0.0.1", port, token, events, batch, 0.10, idempotency)
         warmup = requests[: clients * 4]
@@ -206,9 +191,6 @@ def http_rate(
             return await task
 
         elapsed, latencies, statuses = asyncio.run(drive_and_look())
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
     sent = (len(requests) - len(warmup)) * batch
     latencies.sort()
     return {
@@ -218,20 +200,6 @@ def http_rate(
         "statuses": statuses,
         "split": split,
     }
-
-
-def _wait_ready(port: int) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit("tally serve did not become ready")
 
 
 def main() -> None:

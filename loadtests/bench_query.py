@@ -17,9 +17,8 @@ and, beyond the goals: daily_kolkata (30 days of half-hour-offset days) and tota
 from __future__ import annotations
 
 import argparse
-import os
+import contextlib
 import statistics
-import subprocess
 import sys
 import time
 from datetime import datetime, timedelta
@@ -27,6 +26,7 @@ from datetime import datetime, timedelta
 import httpx
 
 from loadtests import seed
+from loadtests.server import serve
 from shared.auth import mint_token
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/tally_query_bench"
@@ -43,26 +43,6 @@ def ensure_dataset(args: argparse.Namespace) -> datetime:
         return datetime.fromisoformat(found.rsplit(" end=", 1)[1])
     seed.main([args.database_url, "--events", str(args.events)])
     return wanted.end
-
-
-def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
-    port = 18000 + os.getpid() % 1000
-    env = {**os.environ, "TALLY_DATABASE_URL": args.database_url, "TALLY_JWT_SECRET": args.secret,
-           "TALLY_LOG_LEVEL": "WARNING", "TALLY_DB_POOL_SIZE": "10"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tally.cli", "serve", "--port", str(port), "--workers", str(args.workers)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(base + "/readyz", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("tally serve did not become ready")
 
 
 def scenarios(end: datetime, projects: list[str]) -> dict[str, list[tuple[str, str, dict]]]:
@@ -133,31 +113,33 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--end", type=datetime.fromisoformat, help="with --url: end of the seeded range")
     args = p.parse_args(argv)
 
-    proc = None
-    if args.url:
-        end, base = args.end or datetime.fromisoformat(seed.current_marker(args.database_url).rsplit(" end=", 1)[1]), args.url
-    else:
-        end = ensure_dataset(args)
-        proc, base = start_server(args)
+    with contextlib.ExitStack() as stack:
+        if args.url:
+            end, base = args.end or datetime.fromisoformat(seed.current_marker(args.database_url).rsplit(" end=", 1)[1]), args.url
+        else:
+            end = ensure_dataset(args)
+            _, port = stack.enter_context(
+                serve(args.database_url, args.secret, workers=args.workers, env={"TALLY_DB_POOL_SIZE": "10"})
+            )
+            base = f"http://127.0.0.1:{port}"
+        run(args, end, base)
+
+
+def run(args: argparse.Namespace, end: datetime, base: str) -> None:
     projects = seed.project_ids(args.projects)
     tokens = {p: mint_token(args.secret, project=p, scopes="query", ttl_seconds=7200) for p in projects}
-    try:
-        with httpx.Client(base_url=base, timeout=30) as client:
-            plan = scenarios(end, projects)
-            if not args.only or "events_p500" in args.only:
-                plan["events_p500"] = deep_cursors(client, tokens, projects[:3], 500)
-            print(f"{'scenario':<12} {'n':>5} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'rows':>6}")
-            for name, requests in plan.items():
-                if args.only and name not in args.only:
-                    continue
-                latencies, rows = measure(client, tokens, requests, args.requests)
-                q = statistics.quantiles(latencies, n=100)
-                print(f"{name:<12} {len(latencies):>5} {q[49] * 1e3:>8.1f} {q[94] * 1e3:>8.1f} {q[98] * 1e3:>8.1f} {rows:>6.0f}",
-                      flush=True)
-    finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(timeout=15)
+    with httpx.Client(base_url=base, timeout=30) as client:
+        plan = scenarios(end, projects)
+        if not args.only or "events_p500" in args.only:
+            plan["events_p500"] = deep_cursors(client, tokens, projects[:3], 500)
+        print(f"{'scenario':<12} {'n':>5} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'rows':>6}")
+        for name, requests in plan.items():
+            if args.only and name not in args.only:
+                continue
+            latencies, rows = measure(client, tokens, requests, args.requests)
+            q = statistics.quantiles(latencies, n=100)
+            print(f"{name:<12} {len(latencies):>5} {q[49] * 1e3:>8.1f} {q[94] * 1e3:>8.1f} {q[98] * 1e3:>8.1f} {rows:>6.0f}",
+                  flush=True)
 
 
 if __name__ == "__main__":
