@@ -43,15 +43,16 @@ def _body_doc(model) -> dict:
 async def _ingest(request: Request, principal, pool, kind: str | None) -> Response:
     state = request.app.state
     settings = state.settings
-    body = await read_body(request, settings.max_body_bytes)
-    result = await service.ingest(
-        pool, principal, body,
-        kind=kind,
-        path=request.url.path,
-        idempotency_key=service.parse_idempotency_key(request.headers.getlist("idempotency-key")),
-        settings=settings,
-        metrics=state.ingest_metrics,
-    )
+    with state.admission.slot():
+        body = await read_body(request, settings.max_body_bytes)
+        result = await service.ingest(
+            pool, principal, body,
+            kind=kind,
+            path=request.url.path,
+            idempotency_key=service.parse_idempotency_key(request.headers.getlist("idempotency-key")),
+            settings=settings,
+            metrics=state.ingest_metrics,
+        )
     headers = {"Idempotent-Replayed": "true"} if result.replayed else None
     return Response(result.body, status_code=result.status, media_type="application/json", headers=headers)
 

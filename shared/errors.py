@@ -111,6 +111,13 @@ class Unprocessable(AppError):
     status, code, title = 422, "unprocessable", "Unprocessable content"
 
 
+class Overloaded(AppError):
+    status, code, title = 503, "overloaded", "Too many requests in progress, retry later"
+
+    def __init__(self, detail: str | None = None, **extra: Any):
+        super().__init__(detail, headers={"Retry-After": "1"}, **extra)
+
+
 class DatabaseUnavailable(AppError):
     status, code, title = 503, "database_unavailable", "Database unavailable, retry later"
 

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     max_batch_events: int = Field(1000, ge=1)
+    # Ingest requests one process handles at once (each holds its body, then its parsed batch).
+    max_inflight_requests: int = Field(64, ge=1)
     max_event_bytes: int = Field(32 * 1024, ge=256)
     clock_skew_threshold_seconds: float = Field(60.0, ge=0)
     # Bounded so the future limit (now + tolerance) stays inside the datetime range.

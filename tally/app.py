@@ -75,11 +75,13 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(ops.router)
     documented: list = [Problem]
     if settings.role in ("all", "ingest"):
+        from ingest.body import Admission
         from ingest.router import DOCUMENTED_MODELS
         from ingest.router import router as ingest_router
         from ingest.service import IngestMetrics
 
         app.state.ingest_metrics = IngestMetrics(metrics)
+        app.state.admission = Admission(settings.max_inflight_requests)
         app.include_router(ingest_router)
         # Revocation is a write; it is served with ingest. Every role checks revocations.
         app.include_router(admin.router)

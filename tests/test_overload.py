@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import httpx
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -261,3 +262,68 @@ def test_a_statement_running_past_the_statement_timeout_is_503_then_the_pool_ser
     # The cancelled statement left the pooled connection usable: a cheap query answers.
     fast = "/v1/events?limit=1"
     assert httpx.get(hasty + fast, headers=headers, timeout=30).status_code == 200
+
+
+def rss_mib(base: str) -> float:
+    """Resident memory of the server process listening on `base`, in MiB."""
+    port = int(base.rsplit(":", 1)[1])
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if any(c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN for c in proc.net_connections("tcp")):
+                return proc.memory_info().rss / 2**20
+        except psutil.Error:
+            continue
+    raise AssertionError(f"no process listens on {base}")
+
+
+@pytest.fixture
+def capped(database_url) -> Iterator[str]:
+    """One pooled connection and at most 4 ingest requests in progress."""
+    proc, base = start_server(database_url, env={
+        "TALLY_DB_POOL_SIZE": "1", "TALLY_DB_POOL_TIMEOUT": "3", "TALLY_MAX_INFLIGHT_REQUESTS": "4",
+        "TALLY_DB_STATEMENT_TIMEOUT_MS": "10000",
+    })
+    yield base
+    stop_server(proc)
+
+
+def test_requests_past_the_in_progress_cap_are_refused_before_their_body_so_memory_stays_bounded(capped, db, project):
+    headers = auth_headers(project)
+    # 40 bodies of ~0.9 MB (1000 events each) against a pool held by a lock: without the cap each
+    # would be held, parsed, while it waits; with it, 4 wait and the rest are refused at once.
+    big = json.dumps({"batch": [make_event(properties={"pad": "x" * 800}) for _ in range(1000)]}).encode()
+    clients = [httpx.Client(base_url=capped, timeout=30) for _ in range(40)]
+    for http in clients:
+        http.get("/healthz")
+    before = rss_mib(capped)
+    results: list = [None] * len(clients)
+    with db.transaction(force_rollback=True):
+        db.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        barrier = threading.Barrier(len(clients))
+
+        def send(i: int) -> None:
+            barrier.wait()
+            started = time.monotonic()
+            response = clients[i].post(
+                "/v1/batch", content=big, headers={**headers, "Content-Type": "application/json"}
+            )
+            results[i] = (response.status_code, response.headers.get("content-type"),
+                          response.headers.get("retry-after"), response.json().get("code"),
+                          time.monotonic() - started)
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(len(clients))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        peak = rss_mib(capped)
+    for http in clients:
+        http.close()
+    refused = [r for r in results if r[3] == "overloaded"]
+    assert len(refused) >= len(clients) - 4 - 4, results  # a few may arrive after a slot frees
+    assert all(r[0] == 503 and r[1] == "application/problem+json" and r[2] for r in refused)
+    assert all(r[0] == 503 for r in results), results  # the admitted ones hit the held pool
+    print(f"\n40 bodies of {len(big) / 2**20:.1f} MiB at a cap of 4: {len(refused)} refused at once; "
+          f"RSS {before:.0f} -> {peak:.0f} MiB")
+    assert peak - before < 100, (before, peak)
+    assert stored(db, project) == set()
