@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tally.app import create_app
-from tests.conftest import free_port, make_settings
+from tests.conftest import free_port, make_settings, start_server, stop_server
 from tests.factories import assert_counts_match_events, auth_headers, fold_counts, make_event
 
 
@@ -76,13 +76,14 @@ def test_statement_cancelled_by_the_database_is_503_and_stores_nothing(impatient
 # --- concurrency against real processes -----------------------------------------------------------
 
 
-def post_concurrently(base: str, bodies: list[dict], headers: dict) -> list[httpx.Response]:
-    """Each body on its own connection, all released at once."""
+def post_concurrently(base: str | list[str], bodies: list[dict], headers: dict) -> list[httpx.Response]:
+    """Each body on its own connection, all released at once; with several servers, round robin."""
+    bases = [base] if isinstance(base, str) else base
     barrier = threading.Barrier(len(bodies))
     responses: list[httpx.Response | None] = [None] * len(bodies)
 
     def send(i: int) -> None:
-        with httpx.Client(base_url=base, timeout=30) as http:
+        with httpx.Client(base_url=bases[i % len(bases)], timeout=30) as http:
             http.get("/healthz")  # connect first, so the barrier releases requests, not handshakes
             barrier.wait()
             responses[i] = http.post("/v1/batch", json=bodies[i], headers=headers)
@@ -108,14 +109,25 @@ def test_same_batch_on_32_connections_is_stored_exactly_once(live_server, db, pr
     assert_counts_match_events(db, project)
 
 
-def test_overlapping_batches_in_different_orders_never_5xx_or_deadlock(live_server, db, project):
+@pytest.fixture
+def second_server(database_url) -> Iterator[str]:
+    """Another `tally serve` process on the same database, beside live_server."""
+    proc, base = start_server(database_url)
+    yield base
+    stop_server(proc)
+
+
+def test_overlapping_batches_from_two_processes_in_different_orders_never_5xx_or_deadlock(
+    live_server, second_server, db, project
+):
     pool = [make_event(event=f"E{i % 5}", timestamp=f"2026-11-26T{i % 3 + 10}:00:00Z") for i in range(16 * 25 + 25)]
     rng = random.Random(7)
     bodies = []
     for i in range(16):
         window = pool[i * 25 : i * 25 + 50]  # half shared with the batch before, half with the one after
         bodies.append({"batch": rng.sample(window, len(window))})
-    responses = post_concurrently(live_server, bodies, auth_headers(project))
+    # Alternate batches go to two server processes: neighbours share messageIds across processes.
+    responses = post_concurrently([live_server, second_server], bodies, auth_headers(project))
     assert [r.status_code for r in responses] == [200] * 16, [r.text for r in responses if r.status_code != 200]
     assert sum(r.json()["accepted"] for r in responses) == len(pool)
     assert sum(r.json()["duplicates"] for r in responses) == 16 * 50 - len(pool)
