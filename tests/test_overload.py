@@ -48,6 +48,26 @@ def post(base: str, batch: list[dict], headers: dict, out: list, index: int) -> 
     out[index] = (response, time.monotonic() - started)
 
 
+def hold_the_only_connection(base: str, db, project: str, batch: list[dict], headers: dict) -> tuple[threading.Thread, list]:
+    """Inside db's open transaction, lock the row messageId 'contended' and send `batch` (which
+    holds it); return once that request waits on the lock, holding the pool's one connection."""
+    db.execute(
+        "INSERT INTO events (project_id, message_id, type, event, ts, received_at) "
+        "VALUES (%s, 'contended', 'track', 'held', now(), now())", [project],
+    )
+    first: list = [None]
+    holding = threading.Thread(target=post, args=(base, batch, headers, first, 0))
+    holding.start()
+    deadline = time.monotonic() + 10
+    while not db.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND application_name = 'tally' AND wait_event_type = 'Lock'"
+    ).fetchone()[0]:
+        assert time.monotonic() < deadline, "the first request never reached the lock"
+        time.sleep(0.05)
+    return holding, first
+
+
 def test_exhausted_pool_answers_503_with_retry_after_within_the_pool_timeout_and_loses_nothing(
     one_connection, database_url, db, project
 ):
@@ -55,21 +75,7 @@ def test_exhausted_pool_answers_503_with_retry_after_within_the_pool_timeout_and
     holder = [make_event(messageId="contended"), make_event()]
     others = [[make_event(), make_event()] for _ in range(8)]
     with db.transaction(force_rollback=True):
-        # Uncommitted: the first request's insert waits on this row, holding the pool's one connection.
-        db.execute(
-            "INSERT INTO events (project_id, message_id, type, event, ts, received_at) "
-            "VALUES (%s, 'contended', 'track', 'held', now(), now())", [project],
-        )
-        first: list = [None]
-        holding = threading.Thread(target=post, args=(one_connection, holder, headers, first, 0))
-        holding.start()
-        deadline = time.monotonic() + 10
-        while not db.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND application_name = 'tally' AND wait_event_type = 'Lock'"
-        ).fetchone()[0]:
-            assert time.monotonic() < deadline, "the first request never reached the lock"
-            time.sleep(0.05)
+        holding, first = hold_the_only_connection(one_connection, db, project, holder, headers)
         results: list = [None] * len(others)
         threads = [threading.Thread(target=post, args=(one_connection, b, headers, results, i)) for i, b in enumerate(others)]
         for t in threads:
@@ -106,20 +112,9 @@ def test_waiting_queue_is_bounded_so_excess_requests_are_refused_at_once(one_con
     for http in clients:
         http.get("/healthz")
     with db.transaction(force_rollback=True):
-        db.execute(
-            "INSERT INTO events (project_id, message_id, type, event, ts, received_at) "
-            "VALUES (%s, 'contended', 'track', 'held', now(), now())", [project],
+        holding, first = hold_the_only_connection(
+            one_connection, db, project, [make_event(messageId="contended")], headers
         )
-        first: list = [None]
-        holding = threading.Thread(target=post, args=(one_connection, [make_event(messageId="contended")], headers, first, 0))
-        holding.start()
-        deadline = time.monotonic() + 10
-        while not db.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND application_name = 'tally' AND wait_event_type = 'Lock'"
-        ).fetchone()[0]:
-            assert time.monotonic() < deadline, "the first request never reached the lock"
-            time.sleep(0.05)
         barrier = threading.Barrier(len(clients))
         results: list = [None] * len(clients)
 
