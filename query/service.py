@@ -16,8 +16,9 @@ import orjson
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from query import cursor, sql
+from query import sql
 from query.buckets import UTC, Bucket, Grid, floor_hour, from_micros, invalid, micros, parse_instant, parse_zone
+from shared import cursor
 from shared.auth import Principal
 from shared.errors import NotFound
 from shared.metrics import Metrics

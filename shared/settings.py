@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     # Bounded so the future limit (now + tolerance) stays inside the datetime range.
     future_tolerance_seconds: float = Field(86400.0, ge=0, le=10 * 365 * 86400)
     idempotency_ttl_seconds: int = Field(86400, ge=60)
+    # Size cap of one tracking-plan schema as JSON: bounds what compiling and checking it cost.
+    max_schema_bytes: int = Field(64 * 1024, ge=1024)
 
     @field_validator("database_url")
     @classmethod

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    CheckConstraint,
     Column,
     Index,
     Integer,
     LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
+    Sequence,
     Table,
     Text,
     text,
@@ -54,6 +56,9 @@ events = Table(
     Column("traits", JSONB),
     # Every other field the client sent, kept verbatim so nothing is dropped.
     Column("extra", JSONB),
+    # Tracking-plan violations of an event stored under a schema in `flag` mode (a list of
+    # {pointer, rule, message}); NULL for every event that broke no rule.
+    Column("violations", JSONB),
     PrimaryKeyConstraint("project_id", "message_id"),
     # Event listings: newest first, keyset on (ts, message_id).
     Index("ix_events_project_ts", "project_id", text("ts DESC"), text("message_id DESC")),
@@ -72,6 +77,12 @@ events = Table(
     Index(
         "ix_events_project_anonymous_id_ts", "project_id", "anonymous_id", "ts",
         postgresql_where=text("anonymous_id IS NOT NULL"),
+    ),
+    # `GET /v1/events?violations=true`: only flagged events have entries, so the index costs
+    # ingest nothing for the events that pass.
+    Index(
+        "ix_events_project_violations_ts", "project_id", text("ts DESC"), text("message_id DESC"),
+        postgresql_where=text("violations IS NOT NULL"),
     ),
 )
 
@@ -113,6 +124,30 @@ event_count_deltas = Table(
     Column("event", Text, nullable=False),
     Column("n", BigInteger, nullable=False),
     Index("ix_event_count_deltas_project_id_bucket", "project_id", "bucket"),
+)
+
+# The tracking plan: at most one JSON Schema (draft 2020-12) per project and event name, which
+# the `properties` of that event's track calls must satisfy. `revision` comes from a sequence
+# and changes on every write, also when a schema is deleted and created again: it is the ETag
+# and the key under which every worker caches the compiled validator.
+schema_revisions = Sequence("event_schemas_revision_seq", metadata=metadata)
+event_schemas = Table(
+    "event_schemas",
+    metadata,
+    Column("project_id", Text, nullable=False),
+    Column("event", Text, nullable=False),
+    Column("schema", JSONB, nullable=False),
+    # enforce: a violating event is rejected on its own; flag: stored with its violations.
+    Column("mode", Text, nullable=False),
+    Column("description", Text),
+    Column("version", Integer, nullable=False),
+    Column("revision", BigInteger, schema_revisions, nullable=False, server_default=schema_revisions.next_value()),
+    Column("created_at", TZ, nullable=False, server_default=text("now()")),
+    Column("updated_at", TZ, nullable=False, server_default=text("now()")),
+    # The `sub` of the token that wrote this version.
+    Column("updated_by", Text),
+    PrimaryKeyConstraint("project_id", "event"),
+    CheckConstraint("mode IN ('enforce', 'flag')", name="mode"),
 )
 
 # Stored responses of requests that carried an Idempotency-Key (IETF httpapi draft).

@@ -87,7 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(admin.router)
         documented.extend(DOCUMENTED_MODELS)
     if settings.role in ("all", "query"):
-        from query.cursor import signing_key
+        from shared.cursor import signing_key
         from query.router import router as query_router
         from query.service import QueryMetrics
 

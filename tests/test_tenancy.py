@@ -9,7 +9,7 @@ path, cursor, id and key it knows of B; afterwards B's stored rows must be exact
 Narrower tests elsewhere cover parts of this for one route each, and stay there:
 test_query_events.test_listing_never_shows_another_projects_events,
 test_query_aggregates.test_aggregates_never_show_another_projects_events,
-test_query_cursor.test_cursor_of_another_project_or_endpoint_is_400,
+test_cursor.test_cursor_of_another_project_or_endpoint_is_400,
 test_ingest_idempotency.test_same_key_in_another_project_is_independent, and test_revocation
 (the same jti in another project still works, over two real workers).
 """

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from query import cursor
+from shared import cursor
 from tally.app import create_app
 from tests.conftest import make_settings
 from tests.factories import auth_headers, make_event
