@@ -52,6 +52,7 @@ async def _ingest(request: Request, principal, pool, kind: str | None) -> Respon
             idempotency_key=service.parse_idempotency_key(request.headers.getlist("idempotency-key")),
             settings=settings,
             metrics=state.ingest_metrics,
+            plan=state.tracking_plan,
         )
     headers = {"Idempotent-Replayed": "true"} if result.replayed else None
     return Response(result.body, status_code=result.status, media_type="application/json", headers=headers)

@@ -23,9 +23,10 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from ingest import sql
-from ingest.events import BatchContext, Rejected, Row, is_unicode, parse_time, to_row
+from ingest.events import BatchContext, Rejected, Row, SchemaViolation, is_unicode, parse_time, to_row
+from ingest.plan import TrackingPlan
 from shared.auth import Principal
-from shared.errors import AppError, BadRequest, Conflict, InvalidJSON, PayloadTooLarge
+from shared.errors import AppError, BadRequest, Conflict, DatabaseUnavailable, InvalidJSON, PayloadTooLarge
 from shared.metrics import Metrics
 from shared.settings import Settings
 
@@ -45,6 +46,9 @@ PURGE_INTERVAL_SECONDS = 600.0
 FOLD_INTERVAL_SECONDS = 1.0
 # Rows one fold statement moves at most (about 0.3 s of work on a 2-core machine).
 FOLD_LIMIT = 50_000
+# Distinct event names one process labels violation metrics with; the rest count as "other",
+# so a project with thousands of schemas cannot blow up the series count.
+MAX_VIOLATION_LABELS = 100
 
 
 class IdempotencyKeyMismatch(AppError):
@@ -79,6 +83,21 @@ class IngestMetrics:
         self.duration = metrics.histogram(
             "tally_ingest_duration_seconds", "Time to validate and store one ingest request.", [], DURATION_BUCKETS
         )
+        self.violations = metrics.counter(
+            "tally_schema_violations_total",
+            f"Track events that broke their tracking-plan schema, by event name (the first "
+            f"{MAX_VIOLATION_LABELS} names a process sees; then other) and mode.",
+            ["event", "mode"],
+        )
+        self._violation_labels: set[str] = set()
+
+    def violation(self, event: str, mode: str) -> None:
+        if event not in self._violation_labels:
+            if len(self._violation_labels) >= MAX_VIOLATION_LABELS:
+                event = "other"
+            else:
+                self._violation_labels.add(event)
+        self.violations.labels(event, mode).inc()
 
 
 @dataclass(slots=True)
@@ -172,16 +191,27 @@ def unpack(payload: Any, kind: str | None, settings: Settings) -> tuple[list, An
     return [event], payload.get("sentAt"), None
 
 
-def validate(events: list, kind: str | None, ctx: BatchContext) -> tuple[list[Row], list[dict], int]:
-    """(rows to store, per-event errors, in-batch duplicates). The first occurrence of an id wins."""
+@dataclass(slots=True)
+class Validated:
+    rows: list[Row]  # to store, first occurrence of each messageId
+    errors: list[dict]  # per-event rejections
+    duplicates: int  # repeats of a messageId within the batch
+    violations: list[tuple[str, str]]  # (event name, mode) of each event that broke its schema
+
+
+def validate(events: list, kind: str | None, ctx: BatchContext) -> Validated:
+    """Every event checked on its own. The first occurrence of an id wins."""
     rows: list[Row] = []
     errors: list[dict] = []
+    violations: list[tuple[str, str]] = []
     seen: set[str] = set()
     duplicates = 0
     for index, raw in enumerate(events):
         try:
             row = to_row(raw, kind, ctx)
         except Rejected as rejection:
+            if isinstance(rejection, SchemaViolation):
+                violations.append((rejection.event, "enforce"))
             message_id = raw.get("messageId") if isinstance(raw, dict) else None
             errors.append({
                 "index": index,
@@ -190,12 +220,14 @@ def validate(events: list, kind: str | None, ctx: BatchContext) -> tuple[list[Ro
                 "detail": rejection.detail,
             })
             continue
+        if row.flagged is not None:
+            violations.append((row.flagged, "flag"))
         if row.message_id in seen:
             duplicates += 1
             continue
         seen.add(row.message_id)
         rows.append(row)
-    return rows, errors, duplicates
+    return Validated(rows, errors, duplicates, violations)
 
 
 async def insert_rows(
@@ -225,8 +257,11 @@ async def ingest(
     idempotency_key: str | None,
     settings: Settings,
     metrics: IngestMetrics,
+    plan: TrackingPlan,
 ) -> IngestResult:
     started = time.perf_counter()
+    if not plan.loaded:
+        raise DatabaseUnavailable("the tracking plan is not loaded yet")
     received_at = datetime.now(timezone.utc)
     events, sent_at_raw, batch_context = unpack(decode_json(body), kind, settings)
     sent_at = _request_sent_at(sent_at_raw)
@@ -237,8 +272,10 @@ async def ingest(
         future_limit=received_at + timedelta(seconds=settings.future_tolerance_seconds),
         max_event_bytes=settings.max_event_bytes,
         batch_context=batch_context,
+        rules=plan.rules_for(principal.project),
     )
-    rows, errors, in_batch_duplicates = validate(events, kind, ctx)
+    checked = validate(events, kind, ctx)
+    rows, errors, in_batch_duplicates = checked.rows, checked.errors, checked.duplicates
     project = principal.project
 
     async with pool.connection() as conn:
@@ -267,6 +304,8 @@ async def ingest(
                     sql.UPSERT_RESPONSE, {**keys, "fingerprint": fingerprint, "status": 200, "body": result.body}
                 )
     _count(metrics, len(events), accepted, len(rows) - accepted + in_batch_duplicates, errors)
+    for event, mode in checked.violations:
+        metrics.violation(event, mode)
     metrics.duration.observe(time.perf_counter() - started)
     return result
 

@@ -17,13 +17,15 @@ INSERT_EVENTS = """
 WITH inserted AS (
     INSERT INTO events (
         project_id, message_id, type, event, user_id, anonymous_id, ts,
-        original_timestamp, sent_at, received_at, properties, context, traits, extra
+        original_timestamp, sent_at, received_at, properties, context, traits, extra, violations
     )
     SELECT %(project)s, e.message_id, e.type, e.event, e.user_id, e.anonymous_id, e.ts,
-           e.original_timestamp, %(sent_at)s, %(received_at)s, e.properties, e.context, e.traits, e.extra
+           e.original_timestamp, %(sent_at)s, %(received_at)s, e.properties, e.context, e.traits, e.extra,
+           e.violations
     FROM jsonb_to_recordset(%(rows)s::jsonb) AS e(
         message_id text, type text, event text, user_id text, anonymous_id text, ts timestamptz,
-        original_timestamp timestamptz, properties jsonb, context jsonb, traits jsonb, extra jsonb)
+        original_timestamp timestamptz, properties jsonb, context jsonb, traits jsonb, extra jsonb,
+        violations jsonb)
     ON CONFLICT (project_id, message_id) DO NOTHING
     RETURNING event, ts
 ), counted AS (

@@ -66,11 +66,14 @@ async def events(
     type: Literal["track", "identify", "page", "screen", "group", "alias"] | None = None,
     from_: From = None,
     to: To = None,
+    violations: Annotated[bool | None, Query(
+        description="true: only events stored flagged by the tracking plan; false: only the others."
+    )] = None,
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Response:
     state = request.app.state
-    filters = service.EventFilters(event, user, type, from_, to, limit, cursor)
+    filters = service.EventFilters(event, user, type, from_, to, limit, cursor, violations)
     return _json(await service.list_events(pool, principal, filters, state.cursor_key, state.query_metrics))
 
 

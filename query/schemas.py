@@ -33,6 +33,9 @@ class EventRow(BaseModel):
     context: dict[str, Any] | None
     traits: dict[str, Any] | None
     extra: dict[str, Any] | None = Field(description="Every other top-level field the client sent, verbatim.")
+    violations: list[dict[str, str]] | None = Field(
+        None, description="How the event broke its tracking-plan schema (flag mode): pointer, rule, message."
+    )
 
 
 class EventPage(BaseModel):

@@ -68,6 +68,8 @@ class EventFilters:
     end: str | None
     limit: int
     cursor: str | None
+    # True: only events stored flagged by the tracking plan; False: only those that were not.
+    violations: bool | None = None
 
 
 def parse_metrics(value: str) -> list[str]:
@@ -188,6 +190,7 @@ async def list_events(
     scope = cursor.scope_of(
         "events", events=events, user=f.user, type=f.type,
         start=None if start is None else micros(start), end=None if end is None else micros(end),
+        **({} if f.violations is None else {"violations": f.violations}),
     )
     after = None
     if f.cursor is not None:
@@ -195,7 +198,7 @@ async def list_events(
         after = (from_micros(after_ts), after_id)
     statement = sql.list_events(
         events=events is not None, user=f.user is not None, type_=f.type is not None,
-        start=start is not None, end=end is not None, after=after is not None,
+        start=start is not None, end=end is not None, after=after is not None, violations=f.violations,
     )
     params = {
         "project": principal.project, "events": events, "user": f.user, "type": f.type,
@@ -225,7 +228,7 @@ async def get_event(pool: AsyncConnectionPool, principal: Principal, message_id:
 def _event_item(row: tuple) -> dict:
     # JSON columns are read as text and embedded as-is: no parse and re-dump per event.
     (message_id, type_, event, user_id, anonymous_id, ts, original, sent_at, received_at,
-     properties, context, traits, extra) = row
+     properties, context, traits, extra, violations) = row
     return {
         "messageId": message_id,
         "type": type_,
@@ -240,6 +243,7 @@ def _event_item(row: tuple) -> dict:
         "context": _json(context),
         "traits": _json(traits),
         "extra": _json(extra),
+        "violations": _json(violations),
     }
 
 

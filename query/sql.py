@@ -106,12 +106,13 @@ SELECT min(bucket) FROM (
 
 EVENT_COLUMNS = """
 message_id, type, event, user_id, anonymous_id, ts, original_timestamp, sent_at, received_at,
-properties::text, context::text, traits::text, extra::text
+properties::text, context::text, traits::text, extra::text, violations::text
 """
 
 # Newest first, keyset on (ts, message_id), the order of ix_events_project_ts. Filtered by one
 # event name, ix_events_project_event_ts is read backwards (ties on ts sorted incrementally);
-# by user, a BitmapOr of the user_id and anonymous_id indexes. `ts <= after_ts` repeats the
+# by user, a BitmapOr of the user_id and anonymous_id indexes; flagged events only, the partial
+# ix_events_project_violations_ts. `ts <= after_ts` repeats the
 # row comparison's leading column so every index can use it as a bound.
 _LIST_EVENTS = """
 SELECT {columns}
@@ -122,8 +123,12 @@ LIMIT %(limit)s
 """
 
 
-def list_events(*, events: bool, user: bool, type_: bool, start: bool, end: bool, after: bool) -> str:
+def list_events(
+    *, events: bool, user: bool, type_: bool, start: bool, end: bool, after: bool, violations: bool | None = None
+) -> str:
     filters = ""
+    if violations is not None:
+        filters += " AND violations IS NOT NULL" if violations else " AND violations IS NULL"
     if events:
         filters += " AND event = ANY(%(events)s::text[])"
     if user:

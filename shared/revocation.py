@@ -1,4 +1,4 @@
-"""Token revocation: a per-process copy of `revoked_tokens`, reloaded every second.
+"""Token revocation: a per-process copy of `revoked_tokens`, reloaded every second (shared.reload).
 
 Authentication checks the copy, so a request costs no query; a revocation written by any
 process (the admin endpoint of any worker, or `tally token revoke`) reaches every worker within
@@ -13,16 +13,11 @@ Tokens without a `jti` cannot be revoked; `tally token` always sets one.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
 from datetime import datetime
 
 from psycopg_pool import AsyncConnectionPool
 
-log = logging.getLogger("tally.revocation")
-
-REFRESH_SECONDS = 1.0
 # Rows of tokens expired longer ago than any leeway we allow (settings cap it at 300 s) can be
 # skipped: such a token is refused by its exp already.
 LOAD_REVOKED = """
@@ -66,22 +61,6 @@ class RevokedTokens:
             cur = await conn.execute(LOAD_REVOKED)
             self._keys = frozenset((project, jti) for project, jti in await cur.fetchall())
         self.loaded_at = time.monotonic()
-
-
-async def refresh_loop(revoked: RevokedTokens, pool: AsyncConnectionPool, interval: float = REFRESH_SECONDS) -> None:
-    """Reload every `interval` seconds for the life of the process; failures keep the last list."""
-    failing = False
-    while True:
-        try:
-            await revoked.refresh(pool, timeout=interval)
-            if failing:
-                log.warning("revocation list reloaded", extra={"revoked": len(revoked)})
-            failing = False
-        except Exception as exc:  # the database may be down or the pool busy: keep the last list
-            if not failing:
-                log.warning("revocation list reload failed", extra={"error": type(exc).__name__})
-            failing = True
-        await asyncio.sleep(interval)
 
 
 async def revoke(

@@ -16,7 +16,8 @@ from shared.errors import Problem, install_error_handlers
 from shared.logging import configure_logging
 from shared.metrics import Metrics
 from shared.middleware import RequestContext
-from shared.revocation import RevokedTokens, refresh_loop
+from shared.reload import reload_loop
+from shared.revocation import RevokedTokens
 from shared.settings import Settings
 from tally import admin, ops
 from tally.migrate import head_revision
@@ -42,9 +43,14 @@ def create_app(settings: Settings) -> FastAPI:
         # requests are 503 until the refresh task manages to load it.
         with contextlib.suppress(Exception):
             await revoked.refresh(pool, timeout=settings.db_pool_timeout)
-        tasks = [asyncio.create_task(_sample_pool(pool, metrics)), asyncio.create_task(refresh_loop(revoked, pool))]
+        tasks = [asyncio.create_task(_sample_pool(pool, metrics)), asyncio.create_task(reload_loop("revocation list", revoked, pool))]
         if settings.role in ("all", "ingest"):
             from ingest.service import fold_loop, purge_loop
+
+            # Like the revocation list: loaded before serving, ingest is 503 until it is.
+            with contextlib.suppress(Exception):
+                await app.state.tracking_plan.refresh(pool, timeout=settings.db_pool_timeout)
+            tasks.append(asyncio.create_task(reload_loop("tracking plan", app.state.tracking_plan, pool)))
 
             tasks.append(asyncio.create_task(purge_loop(pool, settings.idempotency_ttl_seconds)))
             tasks.append(asyncio.create_task(fold_loop(pool, app.state.ingest_metrics)))
@@ -76,12 +82,14 @@ def create_app(settings: Settings) -> FastAPI:
     documented: list = [Problem]
     if settings.role in ("all", "ingest"):
         from ingest.body import Admission
+        from ingest.plan import TrackingPlan
         from ingest.router import DOCUMENTED_MODELS
         from ingest.router import router as ingest_router
         from ingest.service import IngestMetrics
 
         app.state.ingest_metrics = IngestMetrics(metrics)
         app.state.admission = Admission(settings.max_inflight_requests)
+        app.state.tracking_plan = TrackingPlan()
         app.include_router(ingest_router)
         # Revocation is a write; it is served with ingest. Every role checks revocations.
         app.include_router(admin.router)

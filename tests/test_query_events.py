@@ -59,6 +59,7 @@ def test_event_item_carries_every_stored_field(client, auth):
         "context": event["context"],
         "traits": {"email": "a@b.c"},
         "extra": {"integrations": {"All": False}, "channel": "server"},
+        "violations": None,
     }
     single = client.get(f"/v1/events/{event['messageId']}", headers=auth)
     assert single.status_code == 200
