@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://tally.dev/problems/"
@@ -99,6 +100,10 @@ class Conflict(AppError):
     status, code, title = 409, "conflict", "Conflict"
 
 
+class PreconditionFailed(AppError):
+    status, code, title = 412, "precondition_failed", "Precondition failed"
+
+
 class PayloadTooLarge(AppError):
     status, code, title = 413, "payload_too_large", "Payload too large"
 
@@ -168,15 +173,30 @@ _HTTP_CODES = {
 }
 
 
+PROBED_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
 def _from_http_exception(request: Request, exc: StarletteHTTPException) -> Response:
     code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
     detail = exc.detail if isinstance(exc.detail, str) else title
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"No route for {request.method} {request.url.path}"
-    elif exc.status_code == 405 and detail == "Method Not Allowed":
-        allowed = (exc.headers or {}).get("Allow", "")
-        detail = f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}"
-    return problem_response(exc.status_code, code, title, detail, _request_id(request), dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405 and detail == "Method Not Allowed":
+        headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
+        detail = f"{request.method} is not allowed on {request.url.path}; allowed: {headers['Allow']}"
+    return problem_response(exc.status_code, code, title, detail, _request_id(request), headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    # Starlette answers 405 with the methods of the first route whose path matched; a path
+    # served by one route per method (GET, PUT, DELETE /v1/schemas/{event}) allows them all.
+    # So ask every route whether it would take this path with each method.
+    probe = {"type": "http", "path": request.scope["path"], "root_path": request.scope.get("root_path", "")}
+    return ", ".join(
+        method for method in PROBED_METHODS
+        if any(route.matches({**probe, "method": method})[0] is Match.FULL for route in request.app.router.routes)
+    )
 
 
 def _from_validation_error(request: Request, exc: RequestValidationError) -> Response:
