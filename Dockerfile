@@ -19,6 +19,7 @@ COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY ingest ./ingest
 COPY query ./query
+COPY plans ./plans
 COPY tally ./tally
 COPY migrations ./migrations
 # --no-deps: everything is already installed from the lock. --no-build-isolation: build with the

@@ -94,14 +94,23 @@ def create_app(settings: Settings) -> FastAPI:
         # Revocation is a write; it is served with ingest. Every role checks revocations.
         app.include_router(admin.router)
         documented.extend(DOCUMENTED_MODELS)
+        # The tracking plan is a write, and enforced where events arrive: served with ingest too.
+        from plans.router import PLAN_MODELS
+        from plans.router import router as plans_router
+
+        app.include_router(plans_router)
+        documented.extend(PLAN_MODELS)
     if settings.role in ("all", "query"):
-        from shared.cursor import signing_key
         from query.router import router as query_router
         from query.service import QueryMetrics
 
         app.state.query_metrics = QueryMetrics(metrics)
-        app.state.cursor_key = signing_key(settings)  # ValueError when there is no secret to sign with
         app.include_router(query_router)
+    # Query listings and the schema list (served with ingest) page with signed cursors: every
+    # role needs the key. ValueError when there is no secret to sign with.
+    from shared.cursor import signing_key
+
+    app.state.cursor_key = signing_key(settings)
     app.add_middleware(RequestContext, metrics=metrics)
     _document_models(app, documented)
     return app

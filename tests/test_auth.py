@@ -181,10 +181,11 @@ def keys() -> dict:
 
 
 def public_key_client(database_url: str, path: Path) -> TestClient:
-    # role ingest: the whoami route needs only the ingest permission, and a query router would
-    # need a cursor secret that public keys cannot provide.
+    # role ingest: the whoami route needs only the ingest permission. Every role pages with
+    # signed cursors (the schema list is served with ingest), and public keys cannot sign them.
     settings = Settings(
-        _env_file=None, database_url=database_url, jwt_secret=None, jwt_public_keys=path, role="ingest"
+        _env_file=None, database_url=database_url, jwt_secret=None, jwt_public_keys=path, role="ingest",
+        cursor_secret="c" * 32,
     )
     return TestClient(with_whoami(create_app(settings)), raise_server_exceptions=False)
 

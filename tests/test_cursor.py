@@ -187,7 +187,7 @@ def test_paging_with_any_page_size_returns_the_unpaged_list(client, walked, limi
 # --- the key -----------------------------------------------------------------------------------
 
 
-def test_app_serving_queries_with_only_public_keys_needs_a_cursor_secret(database_url, tmp_path):
+def test_app_with_only_public_keys_needs_a_cursor_secret_in_every_role(database_url, tmp_path):
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -195,9 +195,10 @@ def test_app_serving_queries_with_only_public_keys_needs_a_cursor_secret(databas
     keys = tmp_path / "public.pem"
     keys.write_bytes(pem)
     public_only = make_settings(database_url, jwt_public_keys=keys).model_copy(update={"jwt_secret": None})
-    with pytest.raises(ValueError, match="TALLY_CURSOR_SECRET"):
-        create_app(public_only)
-    create_app(public_only.model_copy(update={"role": "ingest"}))
+    # query listings page with cursors, and so does the schema list served with ingest
+    for role in ("all", "ingest", "query"):
+        with pytest.raises(ValueError, match="TALLY_CURSOR_SECRET"):
+            create_app(public_only.model_copy(update={"role": role}))
     create_app(make_settings(database_url, jwt_public_keys=keys, cursor_secret="s" * 32).model_copy(update={"jwt_secret": None}))
 
 

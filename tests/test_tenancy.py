@@ -82,6 +82,8 @@ class ProjectB:
     message_ids: list[str] = field(default_factory=list)
     users: list[str] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
+    # tracking-plan event name -> the ETag B was given for its schema
+    schemas: dict[str, str] = field(default_factory=dict)
     stored: dict = field(default_factory=dict)
 
     @property
@@ -99,7 +101,7 @@ class ProjectB:
         keys = {self.key(p, n) for p in INGEST_PATHS for n in (1, 2, "in-flight")}
         # "$identify" and the like are every project's names for non-track events, not B's data.
         names = [name for name in self.names if not name.startswith("$")]
-        return {self.id, self.live_jti, self.revoked_jti, *self.message_ids, *self.users, *names, *keys}
+        return {self.id, self.live_jti, self.revoked_jti, *self.message_ids, *self.users, *names, *self.schemas, *keys}
 
 
 def stored(db: psycopg.Connection, project: str) -> dict[str, list]:
@@ -121,6 +123,10 @@ def stored(db: psycopg.Connection, project: str) -> dict[str, list]:
         ).fetchall(),
         "revoked_tokens": db.execute(
             "SELECT jti, revoked_at, expires_at FROM revoked_tokens WHERE project_id = %s ORDER BY jti", [project]
+        ).fetchall(),
+        "event_schemas": db.execute(
+            "SELECT event, schema, mode, description, version, revision, created_at, updated_at, updated_by "
+            "FROM event_schemas WHERE project_id = %s ORDER BY event", [project],
         ).fetchall(),
     }
 
@@ -173,6 +179,16 @@ def b(client, database_url) -> ProjectB:
         response = client.get(path, params=params, headers=seeded.auth)
         assert response.status_code == 200 and response.json()["next_cursor"], response.text
         seeded.cursors[path] = (params, response.json()["next_cursor"])
+
+    # Schemas that check nothing B sends (flag, any object): B's later requests are unaffected.
+    for name in (f"B Checkout {tag}", f"b-plan-{tag}/with slash"):
+        response = client.post("/v1/schemas", json={"event": name, "schema": {"type": "object"}, "mode": "flag"},
+                               headers=seeded.auth)
+        assert response.status_code == 201, response.text
+        seeded.schemas[name] = response.headers["etag"]
+    response = client.get("/v1/schemas", params={"limit": 1}, headers=seeded.auth)
+    assert response.status_code == 200 and response.json()["next_cursor"], response.text
+    seeded.cursors["/v1/schemas"] = ({"limit": 1}, response.json()["next_cursor"])
 
     response = client.post("/v1/tokens/revoked", json={"jti": revoked_jti}, headers=seeded.auth)
     assert response.status_code == 200, response.text
@@ -317,6 +333,68 @@ def revoke_case(client, db, b: ProjectB, a: str) -> None:
     assert client.get("/v1/events", headers=bearer(token_with_jti(b.id, b.revoked_jti))).status_code == 401
 
 
+def schema_path(event: str) -> str:
+    return "/v1/schemas/" + quote(event, safe="")
+
+
+def stranger() -> dict[str, str]:
+    """A project that never had a schema: A must get for B's names the very answers it gets."""
+    return auth_headers(f"p_{uuid.uuid4().hex[:12]}")
+
+
+def create_schema_case(client, db, b: ProjectB, a: str) -> None:
+    auth = auth_headers(a)
+    for name, etag in b.schemas.items():
+        # B's name is free in A's project: A gets its own schema, a new ETag, version 1.
+        response = client.post("/v1/schemas", json={"event": name, "schema": {}, "mode": "enforce"}, headers=auth)
+        assert response.status_code == 201, response.text
+        assert response.json()["version"] == 1 and response.headers["etag"] != etag
+        # A body naming B is refused (unknown keys), not read as a project.
+        named = client.post("/v1/schemas", json={"event": f"a-{name}", "schema": {}, "mode": "flag", **b.naming()},
+                            headers=auth)
+        assert named.status_code == 422 and named.json()["code"] == "invalid_parameter"
+    rows = db.execute("SELECT event, mode FROM event_schemas WHERE project_id = %s ORDER BY event", [a]).fetchall()
+    assert rows == sorted((name, "enforce") for name in b.schemas)
+
+
+def list_schemas_case(client, db, b: ProjectB, a: str) -> None:
+    auth = auth_headers(a)
+    assert client.post("/v1/schemas", json={"event": A_EVENT, "schema": {}, "mode": "flag"}, headers=auth).status_code == 201
+    for params in ({}, b.naming(), {"limit": 1000, **b.naming()}):
+        response = client.get("/v1/schemas", params=params, headers=auth)
+        assert response.status_code == 200, response.text
+        assert [item["event"] for item in response.json()["data"]] == [A_EVENT]
+    params, cursor = b.cursors["/v1/schemas"]
+    assert_invalid_cursor(client.get("/v1/schemas", params={**params, "cursor": cursor}, headers=auth))
+    assert_invalid_cursor(client.get("/v1/schemas", params={**params, **b.naming(), "cursor": cursor}, headers=auth))
+
+
+def read_schema_case(client, db, b: ProjectB, a: str) -> None:
+    auth = auth_headers(a)
+    for name, etag in b.schemas.items():
+        for extra in ({}, {"If-None-Match": etag}):
+            response = client.get(schema_path(name), headers={**auth, **extra})
+            assert response.status_code == 404, response.text
+            same = client.get(schema_path(name), headers={**stranger(), **extra})
+            assert without_request_id(response) == without_request_id(same)
+
+
+def change_schema_case(method: str) -> Callable:
+    def case(client, db, b: ProjectB, a: str) -> None:
+        auth = auth_headers(a)
+        body = {"json": {"schema": {}, "mode": "enforce"}} if method == "PUT" else {}
+        for name, etag in b.schemas.items():
+            # Without If-Match: 404; with B's ETag or `*`: 412, as for a name no one ever had.
+            for extra in ({}, {"If-Match": etag}, {"If-Match": "*"}):
+                response = client.request(method, schema_path(name), headers={**auth, **extra}, **body)
+                assert response.status_code == (412 if extra else 404), response.text
+                same = client.request(method, schema_path(name), headers={**stranger(), **extra}, **body)
+                assert without_request_id(response) == without_request_id(same)
+        assert db.execute("SELECT count(*) FROM event_schemas WHERE project_id = %s", [a]).fetchone()[0] == 0
+
+    return case
+
+
 def project_free_case(method: str, path: str) -> Callable:
     """Ops and documentation routes: the same answer whoever asks, naming no project's data."""
 
@@ -351,6 +429,11 @@ CASES: dict[tuple[str, str], Callable] = {
     ("GET", "/v1/aggregates"): aggregates_case,
     ("GET", "/v1/events/{message_id:path}"): event_by_id_case,
     ("POST", "/v1/tokens/revoked"): revoke_case,
+    ("POST", "/v1/schemas"): create_schema_case,
+    ("GET", "/v1/schemas"): list_schemas_case,
+    ("GET", "/v1/schemas/{event:path}"): read_schema_case,
+    ("PUT", "/v1/schemas/{event:path}"): change_schema_case("PUT"),
+    ("DELETE", "/v1/schemas/{event:path}"): change_schema_case("DELETE"),
     # Starlette mounts HEAD beside GET for the documentation routes: each method gets the check.
     **{route: project_free_case(*route) for route in ROUTES if route[1] in PROJECT_FREE},
 }
