@@ -11,9 +11,10 @@ import contextlib
 import zlib
 from collections.abc import Iterator
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 
-from shared.errors import BadRequest, Overloaded, PayloadTooLarge, UnsupportedMediaType
+from shared.body import read_raw, stream, too_large
+from shared.errors import BadRequest, Overloaded, UnsupportedMediaType
 
 # text/plain is what browser SDKs send to avoid a CORS pre-flight.
 ACCEPTED_TYPES = ("application/json", "text/plain")
@@ -63,39 +64,11 @@ def content_encoding(request: Request) -> str | None:
     raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; send gzip or identity")
 
 
-class IncompleteBody(BadRequest):
-    code, title = "incomplete_body", "Body ended before its Content-Length"
-
-
-def _too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"body exceeds {limit} bytes (measured after decompression)")
-
-
 async def read_body(request: Request, limit: int) -> bytes:
     """The decompressed body, at most `limit` bytes, or a 4xx."""
-    try:
-        return await _read_body(request, limit)
-    except ClientDisconnect:
-        # The client hung up mid-body (or sent less than it declared): nobody reads this answer,
-        # but logs and metrics should count a client error, not an unhandled server error.
-        raise IncompleteBody("the connection closed before the whole body arrived") from None
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
     check_content_type(request)
-    encoding = content_encoding(request)
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)  # the compressed size already passes the decompressed limit
-    if encoding is None:
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
-            chunks.append(chunk)
-        return b"".join(chunks)
+    if content_encoding(request) is None:
+        return await read_raw(request, limit)
     return await _gunzip(request, limit)
 
 
@@ -105,7 +78,7 @@ async def _gunzip(request: Request, limit: int) -> bytes:
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     out = bytearray()
     try:
-        async for chunk in request.stream():
+        async for chunk in stream(request, limit):
             data = chunk
             while data:
                 if inflater.eof:
@@ -113,7 +86,7 @@ async def _gunzip(request: Request, limit: int) -> bytes:
                 # max_length bounds what one call may produce; the rest waits in unconsumed_tail.
                 out += inflater.decompress(data, limit + 1 - len(out))
                 if len(out) > limit:
-                    raise _too_large(limit)
+                    raise too_large(limit)
                 data = inflater.unconsumed_tail or inflater.unused_data
     except zlib.error as exc:
         raise BadRequest(f"body is not valid gzip: {exc}") from None

@@ -12,7 +12,8 @@ from plans import service
 from plans.schemas import MAX_EVENT_LENGTH, NO_NUL, SchemaIn, SchemaPage, SchemaReplace, SchemaResult
 from shared.auth import Admin
 from shared.db import Pool
-from shared.errors import PayloadTooLarge, problem_responses
+from shared.body import read_raw
+from shared.errors import problem_responses
 
 router = APIRouter(tags=["tracking plan"])
 # Request bodies are read raw (orjson, then the model); these models document them.
@@ -48,14 +49,7 @@ def _body_doc(model) -> dict:
 
 
 async def _read(request: Request) -> bytes:
-    limit = request.app.state.settings.max_body_bytes
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body is over {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await read_raw(request, request.app.state.settings.max_body_bytes)
 
 
 def _answer(resource: service.Resource, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -25,7 +25,7 @@ FROM event_schemas
 WHERE project_id = %(project)s AND event = %(event)s
 """
 
-# Keyset pages in byte order of the name (the column is COLLATE "C", 0008), so both the bound
+# Keyset pages in byte order of the name (the column is COLLATE "C", 0007), so both the bound
 # and the order are read from pk_event_schemas: a page costs its own rows at any depth.
 # Two statements rather than `(%(after)s IS NULL OR event > %(after)s)`: a generic plan of
 # that form could not use the bound as an index condition.

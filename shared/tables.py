@@ -135,7 +135,7 @@ event_schemas = Table(
     "event_schemas",
     metadata,
     Column("project_id", Text, nullable=False),
-    # Byte order (0008): the schema list pages by name in the same order on every server,
+    # Byte order: the schema list pages by name in the same order on every server,
     # straight from the primary key.
     Column("event", Text(collation="C"), nullable=False),
     Column("schema", JSONB, nullable=False),

@@ -1,5 +1,10 @@
 """Tracking plan: event_schemas, and the violations a flagged event was stored with.
 
+Event names are COLLATE "C": `GET /v1/schemas` pages by name in UTF-8 byte (code point) order
+on every server whatever its locale, and both the keyset bound and the order come straight from
+the primary key (an `ORDER BY event COLLATE "C"` over a default-collation key would sort the
+project's rows on every page). Equality, which ingest looks names up by, is unchanged.
+
 Adding a nullable column without a default is a catalog change only; the partial index holds
 flagged events alone, so it is built CONCURRENTLY at no cost to ingest while it runs.
 
@@ -22,7 +27,7 @@ def upgrade() -> None:
     op.create_table(
         'event_schemas',
         sa.Column('project_id', sa.Text(), nullable=False),
-        sa.Column('event', sa.Text(), nullable=False),
+        sa.Column('event', sa.Text(collation='C'), nullable=False),
         sa.Column('schema', postgresql.JSONB(), nullable=False),
         sa.Column('mode', sa.Text(), nullable=False),
         sa.Column('description', sa.Text(), nullable=True),
