@@ -7,43 +7,16 @@ inflate past the limit is refused without ever holding the inflated bytes.
 
 from __future__ import annotations
 
-import contextlib
 import zlib
-from collections.abc import Iterator
 
 from starlette.requests import Request
 
 from shared.body import read_raw, stream, too_large
-from shared.errors import BadRequest, Overloaded, UnsupportedMediaType
+from shared.errors import BadRequest, UnsupportedMediaType
 
 # text/plain is what browser SDKs send to avoid a CORS pre-flight.
 ACCEPTED_TYPES = ("application/json", "text/plain")
 GZIP = ("gzip", "x-gzip")
-
-
-class Admission:
-    """At most `limit` ingest requests per process hold a body at once.
-
-    A request holds its body (up to TALLY_MAX_BODY_BYTES) and then its parsed events while it
-    waits for a pooled connection; without a cap, a burst of large batches against a busy
-    database grows memory with the number of connections. Past the cap a request is answered
-    503 + Retry-After before its body is read, so memory stays bounded by
-    limit x (body + parsed batch).
-    """
-
-    def __init__(self, limit: int):
-        self.limit = limit
-        self.in_progress = 0
-
-    @contextlib.contextmanager
-    def slot(self) -> Iterator[None]:
-        if self.in_progress >= self.limit:
-            raise Overloaded(f"{self.limit} ingest requests are in progress in this process")
-        self.in_progress += 1
-        try:
-            yield
-        finally:
-            self.in_progress -= 1
 
 
 def check_content_type(request: Request) -> None:

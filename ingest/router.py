@@ -53,6 +53,7 @@ async def _ingest(request: Request, principal, pool, kind: str | None) -> Respon
             settings=settings,
             metrics=state.ingest_metrics,
             plan=state.tracking_plan,
+            writers=state.writers,
         )
     headers = {"Idempotent-Replayed": "true"} if result.replayed else None
     return Response(result.body, status_code=result.status, media_type="application/json", headers=headers)

@@ -23,6 +23,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from ingest import sql
+from ingest.admission import Writers
 from ingest.events import BatchContext, Rejected, Row, SchemaViolation, is_unicode, parse_time, to_row
 from ingest.plan import TrackingPlan
 from shared.auth import Principal
@@ -258,6 +259,7 @@ async def ingest(
     settings: Settings,
     metrics: IngestMetrics,
     plan: TrackingPlan,
+    writers: Writers,
 ) -> IngestResult:
     started = time.perf_counter()
     if not plan.loaded:
@@ -278,7 +280,7 @@ async def ingest(
     rows, errors, in_batch_duplicates = checked.rows, checked.errors, checked.duplicates
     project = principal.project
 
-    async with pool.connection() as conn:
+    async with writers.turn(), pool.connection() as conn:
         if idempotency_key is None:
             accepted = await insert_rows(conn, project, rows, sent_at, received_at)
             result = _result(accepted, len(rows) - accepted + in_batch_duplicates, errors)

@@ -1,4 +1,6 @@
-"""Segment-shaped events of about 550 bytes, as the benchmarks and locust send them."""
+"""Segment-shaped events of about 560 bytes, as the benchmarks and locust send them, and the
+tracking-plan schema their properties satisfy (10 typed properties, required fields, enums,
+a format), which the ingest benchmark's checked variant registers for every event name."""
 
 from __future__ import annotations
 
@@ -12,6 +14,25 @@ EVENT_NAMES = [f"Event {i:03d}" for i in range(200)]
 # real products send a few events far more often than the rest.
 NAME_WEIGHTS = list(itertools.accumulate(1 / (i + 1) for i in range(len(EVENT_NAMES))))
 PLANS = ["free", "pro", "team", "enterprise"]
+CURRENCIES = ["EUR", "USD", "GBP"]
+
+PROPERTIES_SCHEMA = {
+    "type": "object",
+    "required": ["revenue", "currency", "plan", "items", "order_id"],
+    "properties": {
+        "revenue": {"type": "number", "minimum": 0},
+        "currency": {"enum": CURRENCIES},
+        "plan": {"enum": PLANS},
+        "items": {"type": "integer", "minimum": 1, "maximum": 100},
+        "coupon": {"type": ["string", "null"], "maxLength": 32},
+        "path": {"type": "string", "pattern": "^/"},
+        "first_visit": {"type": "boolean"},
+        "order_id": {"type": "string", "minLength": 8, "maxLength": 64},
+        "email": {"type": "string", "format": "email"},
+        "discount": {"type": "number", "minimum": 0, "maximum": 1},
+    },
+    "additionalProperties": False,
+}
 
 
 def track_event(rng: random.Random, now: datetime | None = None, users: int = 100_000) -> dict:
@@ -25,12 +46,15 @@ def track_event(rng: random.Random, now: datetime | None = None, users: int = 10
         "timestamp": ts.isoformat(timespec="milliseconds"),
         "properties": {
             "revenue": round(rng.random() * 100, 2),
-            "currency": "EUR",
+            "currency": rng.choice(CURRENCIES),
             "plan": rng.choice(PLANS),
             "items": rng.randint(1, 9),
             "coupon": None,
             "path": f"/products/{rng.randrange(5000)}",
             "first_visit": rng.random() < 0.1,
+            "order_id": f"ord-{rng.getrandbits(40):010x}",
+            "email": f"user{rng.randrange(users)}@example.com",
+            "discount": round(rng.random() * 0.3, 2),
         },
         "context": {
             "library": {"name": "analytics-python", "version": "2.3.4"},

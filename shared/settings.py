@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     max_batch_events: int = Field(1000, ge=1)
     # Ingest requests one process handles at once (each holds its body, then its parsed batch).
     max_inflight_requests: int = Field(64, ge=1)
+    # Ingest statements one process runs at once (ingest/admission.py: Writers); the rest
+    # wait their turn in order. Keep workers x this near 2-3x the database's cores.
+    ingest_writers: int = Field(3, ge=1, le=200)
     max_event_bytes: int = Field(32 * 1024, ge=256)
     clock_skew_threshold_seconds: float = Field(60.0, ge=0)
     # Bounded so the future limit (now + tolerance) stays inside the datetime range.

@@ -81,7 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(ops.router)
     documented: list = [Problem]
     if settings.role in ("all", "ingest"):
-        from ingest.body import Admission
+        from ingest.admission import Admission, Writers
         from ingest.plan import TrackingPlan
         from ingest.router import DOCUMENTED_MODELS
         from ingest.router import router as ingest_router
@@ -89,6 +89,7 @@ def create_app(settings: Settings) -> FastAPI:
 
         app.state.ingest_metrics = IngestMetrics(metrics)
         app.state.admission = Admission(settings.max_inflight_requests)
+        app.state.writers = Writers(settings.ingest_writers, settings.db_pool_timeout)
         app.state.tracking_plan = TrackingPlan()
         app.include_router(ingest_router)
         # Revocation is a write; it is served with ingest. Every role checks revocations.

@@ -32,6 +32,18 @@ def one_connection(database_url) -> Iterator[str]:
     proc, base = start_server(database_url, env={
         "TALLY_DB_POOL_SIZE": "1", "TALLY_DB_POOL_TIMEOUT": str(POOL_TIMEOUT),
         "TALLY_DB_STATEMENT_TIMEOUT_MS": "10000",
+        "TALLY_INGEST_WRITERS": "100",  # the pool, not the writer cap, is what runs out here
+    })
+    yield base
+    stop_server(proc)
+
+
+@pytest.fixture(scope="module")
+def one_writer(database_url) -> Iterator[str]:
+    """A server that runs one ingest statement at a time, with a pool of ten."""
+    proc, base = start_server(database_url, env={
+        "TALLY_INGEST_WRITERS": "1", "TALLY_DB_POOL_TIMEOUT": str(POOL_TIMEOUT),
+        "TALLY_DB_STATEMENT_TIMEOUT_MS": "10000",
     })
     yield base
     stop_server(proc)
@@ -97,6 +109,34 @@ def test_exhausted_pool_answers_503_with_retry_after_within_the_pool_timeout_and
     assert stored(db, project) == {e["messageId"] for e in holder}
     # And a client that retries them after the Retry-After gets them stored.
     with httpx.Client(base_url=one_connection, timeout=30) as http:
+        for batch in others:
+            assert http.post("/v1/batch", json={"batch": batch}, headers=headers).status_code == 200
+    assert stored(db, project) == {e["messageId"] for b in [holder, *others] for e in b}
+    assert_counts_match_events(db, project)
+
+
+def test_requests_past_the_writer_cap_wait_their_turn_then_get_503_and_lose_nothing(one_writer, db, project):
+    headers = auth_headers(project)
+    holder = [make_event(messageId="contended"), make_event()]
+    others = [[make_event()] for _ in range(3)]
+    with db.transaction(force_rollback=True):
+        holding, first = hold_the_only_connection(one_writer, db, project, holder, headers)
+        results: list = [None] * len(others)
+        threads = [threading.Thread(target=post, args=(one_writer, b, headers, results, i)) for i, b in enumerate(others)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        # Queries are not held up by ingest's cap: the pool has connections to spare.
+        assert httpx.get(one_writer + "/v1/events?limit=1", headers=headers, timeout=10).status_code == 200
+    holding.join(30)
+    for response, seconds in results:
+        assert response.status_code == 503 and response.json()["code"] == "overloaded", response.text
+        assert int(response.headers["retry-after"]) >= 1
+        assert POOL_TIMEOUT * 0.9 <= seconds < POOL_TIMEOUT + 4  # waited for a turn, then gave up
+    assert first[0][0].status_code == 200 and first[0][0].json()["accepted"] == 2
+    assert stored(db, project) == {e["messageId"] for e in holder}
+    with httpx.Client(base_url=one_writer, timeout=30) as http:  # retried after Retry-After: stored
         for batch in others:
             assert http.post("/v1/batch", json={"batch": batch}, headers=headers).status_code == 200
     assert stored(db, project) == {e["messageId"] for b in [holder, *others] for e in b}
