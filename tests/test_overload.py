@@ -80,67 +80,63 @@ def hold_the_only_connection(base: str, db, project: str, batch: list[dict], hea
     return holding, first
 
 
-def test_exhausted_pool_answers_503_with_retry_after_within_the_pool_timeout_and_loses_nothing(
-    one_connection, database_url, db, project
-):
+def send_while_held(base: str, db, project: str, others: list[list[dict]], during=None) -> tuple[list, list, list]:
+    """Hold the request of `holder` on a row lock, send `others` meanwhile, then release it.
+    Returns (holder, first's result, others' results); `during` runs while the lock is held."""
     headers = auth_headers(project)
     holder = [make_event(messageId="contended"), make_event()]
-    others = [[make_event(), make_event()] for _ in range(8)]
     with db.transaction(force_rollback=True):
-        holding, first = hold_the_only_connection(one_connection, db, project, holder, headers)
+        holding, first = hold_the_only_connection(base, db, project, holder, headers)
         results: list = [None] * len(others)
-        threads = [threading.Thread(target=post, args=(one_connection, b, headers, results, i)) for i, b in enumerate(others)]
+        threads = [threading.Thread(target=post, args=(base, b, headers, results, i)) for i, b in enumerate(others)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(30)
+        if during is not None:
+            during()
         # The transaction ends here (rolled back): the first request's insert proceeds.
     holding.join(30)
+    return holder, first, results
 
+
+def assert_refused_in_time_then_stored_on_retry(base, db, project, holder, first, others, results, code) -> None:
     for response, seconds in results:
         assert response.status_code == 503, response.text
         assert response.headers["content-type"] == "application/problem+json"
-        assert response.json()["code"] == "database_unavailable"
+        assert response.json()["code"] == code
         assert int(response.headers["retry-after"]) >= 1
-        assert POOL_TIMEOUT * 0.9 <= seconds < POOL_TIMEOUT + 4  # waited for the pool, then gave up
+        assert POOL_TIMEOUT * 0.9 <= seconds < POOL_TIMEOUT + 4  # waited its turn, then gave up
     response, _ = first[0]
     assert response.status_code == 200 and response.json()["accepted"] == 2, response.text
     # Exactly what was acknowledged is stored; the refused batches left nothing behind.
     assert stored(db, project) == {e["messageId"] for e in holder}
     # And a client that retries them after the Retry-After gets them stored.
-    with httpx.Client(base_url=one_connection, timeout=30) as http:
+    with httpx.Client(base_url=base, timeout=30) as http:
         for batch in others:
-            assert http.post("/v1/batch", json={"batch": batch}, headers=headers).status_code == 200
+            assert http.post("/v1/batch", json={"batch": batch}, headers=auth_headers(project)).status_code == 200
     assert stored(db, project) == {e["messageId"] for b in [holder, *others] for e in b}
     assert_counts_match_events(db, project)
+
+
+def test_exhausted_pool_answers_503_with_retry_after_within_the_pool_timeout_and_loses_nothing(
+    one_connection, db, project
+):
+    others = [[make_event(), make_event()] for _ in range(8)]
+    holder, first, results = send_while_held(one_connection, db, project, others)
+    assert_refused_in_time_then_stored_on_retry(
+        one_connection, db, project, holder, first, others, results, "database_unavailable"
+    )
 
 
 def test_requests_past_the_writer_cap_wait_their_turn_then_get_503_and_lose_nothing(one_writer, db, project):
-    headers = auth_headers(project)
-    holder = [make_event(messageId="contended"), make_event()]
+    def queries_still_served() -> None:  # ingest's cap leaves the pool's other connections free
+        response = httpx.get(one_writer + "/v1/events?limit=1", headers=auth_headers(project), timeout=10)
+        assert response.status_code == 200
+
     others = [[make_event()] for _ in range(3)]
-    with db.transaction(force_rollback=True):
-        holding, first = hold_the_only_connection(one_writer, db, project, holder, headers)
-        results: list = [None] * len(others)
-        threads = [threading.Thread(target=post, args=(one_writer, b, headers, results, i)) for i, b in enumerate(others)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
-        # Queries are not held up by ingest's cap: the pool has connections to spare.
-        assert httpx.get(one_writer + "/v1/events?limit=1", headers=headers, timeout=10).status_code == 200
-    holding.join(30)
-    for response, seconds in results:
-        assert response.status_code == 503 and response.json()["code"] == "overloaded", response.text
-        assert int(response.headers["retry-after"]) >= 1
-        assert POOL_TIMEOUT * 0.9 <= seconds < POOL_TIMEOUT + 4  # waited for a turn, then gave up
-    assert first[0][0].status_code == 200 and first[0][0].json()["accepted"] == 2
-    assert stored(db, project) == {e["messageId"] for e in holder}
-    with httpx.Client(base_url=one_writer, timeout=30) as http:  # retried after Retry-After: stored
-        for batch in others:
-            assert http.post("/v1/batch", json={"batch": batch}, headers=headers).status_code == 200
-    assert stored(db, project) == {e["messageId"] for b in [holder, *others] for e in b}
-    assert_counts_match_events(db, project)
+    holder, first, results = send_while_held(one_writer, db, project, others, during=queries_still_served)
+    assert_refused_in_time_then_stored_on_retry(one_writer, db, project, holder, first, others, results, "overloaded")
 
 
 def test_waiting_queue_is_bounded_so_excess_requests_are_refused_at_once(one_connection, db, project):
