@@ -20,6 +20,7 @@ from plans.schemas import SchemaIn, SchemaReplace, decode
 from shared import cursor
 from shared.auth import Principal
 from shared.errors import Conflict, NotFound, PreconditionFailed, Unprocessable
+from shared.jsonb import holds_nul
 from shared.tracking_plan import InvalidSchema, compile_schema
 
 
@@ -99,29 +100,13 @@ def _checked(schema: dict[str, Any], max_bytes: int) -> str:
         raise InvalidSchemaError("schema is nested too deeply") from None
     if len(encoded) > max_bytes:
         raise SchemaTooLarge(f"schema is {len(encoded)} bytes as JSON; the limit is {max_bytes}")
-    if _holds_nul(schema):
+    if holds_nul(encoded):
         raise InvalidSchemaError("schema contains a NUL character (\\u0000), which cannot be stored")
     try:
         compile_schema(schema)
     except InvalidSchema as exc:
         raise InvalidSchemaError(str(exc)) from None
     return encoded.decode()
-
-
-def _holds_nul(value: object) -> bool:
-    # jsonb cannot store \u0000 in a key or a string. Iterative: a schema may nest 254 deep.
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
 
 
 def _item(row: tuple) -> dict[str, Any]:
