@@ -1,19 +1,11 @@
-"""Request and response bodies of /v1/schemas, and reading a request body into one.
-
-Bodies are read raw and decoded with orjson (as ingest does), not by the framework: malformed
-JSON is then a 400 like everywhere else, and `NaN` or `1e400`, which Python's json accepts and
-jsonb cannot store, never get as far as the database.
-"""
+"""Request and response bodies of /v1/schemas (read raw and decoded by shared.body.decode)."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
-import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
-
-from shared.errors import InvalidJSON, InvalidParameter
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 MAX_EVENT_LENGTH = 200  # as ingest: an event name is 1 to 200 characters
 MAX_DESCRIPTION_LENGTH = 2000
@@ -71,22 +63,3 @@ class SchemaResult(BaseModel):
 class SchemaPage(BaseModel):
     data: list[SchemaResult]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last one.")
-
-
-Body = TypeVar("Body", SchemaIn, SchemaReplace)
-
-
-def decode(body: bytes, model: type[Body]) -> Body:
-    """The body as `model`, or 400 invalid_json / 422 invalid_parameter naming each bad field."""
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidJSON(f"body is not valid JSON: {str(exc)[:200]}") from None
-    try:
-        return model.model_validate(value)
-    except ValidationError as exc:
-        errors = [
-            {"location": ".".join(str(p) for p in ("body", *err["loc"])), "message": err["msg"]}
-            for err in exc.errors(include_url=False)
-        ]
-        raise InvalidParameter("Invalid value for " + ", ".join(e["location"] for e in errors), errors=errors) from None

@@ -16,7 +16,8 @@ import orjson
 from psycopg_pool import AsyncConnectionPool
 
 from plans import sql
-from plans.schemas import SchemaIn, SchemaReplace, decode
+from plans.schemas import SchemaIn, SchemaReplace
+from shared.body import decode
 from shared import cursor
 from shared.auth import Principal
 from shared.errors import Conflict, NotFound, PreconditionFailed, Unprocessable

@@ -1,16 +1,24 @@
-"""Reading a raw request body: bounded while it streams, and a hang-up is the client's error.
+"""Reading a request body: bounded while it streams, a hang-up is the client's error, and a
+JSON body is decoded strictly.
 
-Every endpoint that reads its body itself goes through here, so none can be made to hold more
-than the limit or to log a client that went away as a server error.
+Every endpoint reads its body through here rather than through the framework, so none can be
+made to hold more than the limit or to log a client that went away as a server error; and
+malformed JSON is a 400 everywhere, while `NaN` or `1e400`, which Python's json accepts and
+jsonb cannot store, never get as far as the database.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import TypeVar
 
+import orjson
+from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect, Request
 
-from shared.errors import BadRequest, PayloadTooLarge
+from shared.errors import BadRequest, InvalidJSON, InvalidParameter, PayloadTooLarge
+
+Model = TypeVar("Model", bound=BaseModel)
 
 
 class IncompleteBody(BadRequest):
@@ -45,3 +53,24 @@ async def read_raw(request: Request, limit: int) -> bytes:
             raise too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def decode(body: bytes, model: type[Model]) -> Model:
+    """The body as `model`, or 400 invalid_json / 422 invalid_parameter naming each bad field."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJSON(f"body is not valid JSON: {str(exc)[:200]}") from None
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        errors = [
+            {"location": ".".join(str(p) for p in ("body", *err["loc"])), "message": err["msg"]}
+            for err in exc.errors(include_url=False)
+        ]
+        raise InvalidParameter("Invalid value for " + ", ".join(e["location"] for e in errors), errors=errors) from None
+
+
+async def read_json(request: Request, model: type[Model], limit: int) -> Model:
+    """The body, at most `limit` bytes, decoded as `model`."""
+    return decode(await read_raw(request, limit), model)

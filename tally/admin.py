@@ -11,10 +11,11 @@ import re
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Request
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
 
 from shared.auth import Admin
+from shared.body import read_json
 from shared.db import Pool
 from shared.errors import problem_responses
 from shared.revocation import MAX_JTI_LENGTH, revoke
@@ -47,7 +48,8 @@ class RevocationResult(BaseModel):
 
 
 ERRORS = problem_responses({
-    400: "Body is not valid JSON",
+    400: "Body is not valid JSON, or the client hung up mid-body",
+    413: "Body over TALLY_MAX_BODY_BYTES",
     401: "Missing or invalid credentials",
     403: "Token lacks scope admin",
     422: "jti missing, empty or longer than 255 characters, or expires_at not an RFC 3339 date-time with an offset",
@@ -55,12 +57,16 @@ ERRORS = problem_responses({
 })
 
 
+# The body is read raw (bounded, shared.body); this documents it.
+BODY_DOC = {"requestBody": {"required": True, "content": {"application/json": {
+    "schema": {"$ref": "#/components/schemas/RevocationIn"}}}}}
+
+
 @router.post(
-    "/v1/tokens/revoked", response_model=RevocationResult, responses=ERRORS,
+    "/v1/tokens/revoked", response_model=RevocationResult, responses=ERRORS, openapi_extra=BODY_DOC,
     summary="Revoke a token of the caller's project by its jti; refused by every worker within 2 s",
 )
-async def revoke_token(
-    request: Request, principal: Admin, pool: Pool, body: Annotated[RevocationIn, Body()]
-) -> RevocationResult:
+async def revoke_token(request: Request, principal: Admin, pool: Pool) -> RevocationResult:
+    body = await read_json(request, RevocationIn, request.app.state.settings.max_body_bytes)
     revoked_at, expires_at = await revoke(pool, principal.project, body.jti, body.expires_at)
     return RevocationResult(project=principal.project, jti=body.jti, revoked_at=revoked_at, expires_at=expires_at)

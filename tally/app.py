@@ -94,7 +94,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(ingest_router)
         # Revocation is a write; it is served with ingest. Every role checks revocations.
         app.include_router(admin.router)
-        documented.extend(DOCUMENTED_MODELS)
+        documented.extend((*DOCUMENTED_MODELS, admin.RevocationIn))
         # The tracking plan is a write, and enforced where events arrive: served with ingest too.
         from plans.router import PLAN_MODELS
         from plans.router import router as plans_router

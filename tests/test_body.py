@@ -47,3 +47,11 @@ def test_declared_length_over_the_limit_is_refused_before_reading(client, auth, 
     limit = client.app.state.settings.max_body_bytes
     status, body = call_with_hangup(client, path, auth, b"{", declared=limit + 1)
     assert status == 413 and body["code"] == "payload_too_large"
+
+
+def test_revocation_body_is_bounded_too(client, auth):
+    limit = client.app.state.settings.max_body_bytes
+    status, body = call_with_hangup(client, "/v1/tokens/revoked", auth, b"{", declared=limit + 1)
+    assert status == 413 and body["code"] == "payload_too_large"
+    status, body = call_with_hangup(client, "/v1/tokens/revoked", auth, b'{"jti": "', declared=100)
+    assert status == 400 and body["code"] == "incomplete_body"
