@@ -2,8 +2,8 @@
 
 Used by the schema API (a schema that does not compile is refused with 422) and by ingest (one
 compiled validator per schema revision, cached by every worker). jsonschema-rs compiles a
-draft 2020-12 schema into a Rust validator: about 0.8 us to check a 10-property object, where
-fastjsonschema stops at draft 7 and `jsonschema` is some 50 times slower.
+draft 2020-12 schema into a Rust validator: 0.94 us to check the benchmark's 10-property
+object, where fastjsonschema takes 3.2 us and stops at draft 7, and `jsonschema` takes 66 us.
 
 Compiled with:
 - draft 2020-12 whatever the schema says: a `$schema` naming another draft is refused, so a
