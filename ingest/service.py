@@ -43,8 +43,10 @@ LONG_NUMBER = b"0" * 19
 MAX_IDEMPOTENCY_KEY = 255
 PURGE_INTERVAL_SECONDS = 600.0
 # How often count deltas are folded into the rollups; readers add what is not folded yet, so
-# this bounds the deltas' size, not the freshness of counts.
-FOLD_INTERVAL_SECONDS = 1.0
+# this bounds the deltas' size, not the freshness of counts. Five small folds a second rather
+# than one big one: at 30k events/s a 1 s fold moved ~20k rows in ~73 ms of one core, a burst
+# that ingest statements felt as a tail (p99 86-110 ms; 83-86 ms at 0.2 s, same throughput).
+FOLD_INTERVAL_SECONDS = 0.2
 # Rows one fold statement moves at most (about 0.3 s of work on a 2-core machine).
 FOLD_LIMIT = 50_000
 # Distinct event names one process labels violation metrics with; the rest count as "other",
@@ -352,8 +354,10 @@ async def fold_counts(pool: AsyncConnectionPool, limit: int = FOLD_LIMIT) -> int
 
 
 async def fold_loop(pool: AsyncConnectionPool, metrics: IngestMetrics) -> None:
-    """Every worker tries each second; the advisory lock lets one fold at a time. A full fold
-    is followed at once by another, so a backlog drains at FOLD_LIMIT rows per statement."""
+    """Every worker tries every FOLD_INTERVAL_SECONDS; the advisory lock lets one fold at a
+    time. A full fold is followed at once by another, so a backlog drains at FOLD_LIMIT rows per
+    statement. A run of failures is logged once, and the recovery once."""
+    failing = False
     while True:
         await asyncio.sleep(FOLD_INTERVAL_SECONDS)
         try:
@@ -361,9 +365,14 @@ async def fold_loop(pool: AsyncConnectionPool, metrics: IngestMetrics) -> None:
                 metrics.folded.inc(moved)
                 if moved < FOLD_LIMIT:
                     break
+            if failing:
+                log.warning("count fold works again")
+            failing = False
         except Exception as exc:  # the database may be down; deltas wait, counts stay exact
             metrics.fold_failures.inc()
-            log.warning("count fold failed", extra={"error": type(exc).__name__})
+            if not failing:
+                log.warning("count fold failed", extra={"error": type(exc).__name__})
+            failing = True
 
 
 async def purge_expired_keys(pool: AsyncConnectionPool, ttl_seconds: int) -> int:

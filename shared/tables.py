@@ -114,7 +114,7 @@ event_counts_daily = Table(
 # increments here instead of updating shared counter rows: concurrent batches of one project
 # touch the same (hour, event) rows, and row-lock waits on them serialised ingest (14 of 16
 # backends waiting on Lock:transactionid at pool size 10). One worker at a time folds these rows
-# into the rollups every second; readers add the rows not folded yet, so counts stay exact and
+# into the rollups five times a second; readers add the rows not folded yet, so counts stay exact and
 # read-your-writes. No key: rows are appended and deleted whole.
 event_count_deltas = Table(
     "event_count_deltas",

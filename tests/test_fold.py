@@ -1,0 +1,33 @@
+"""The count folder (ingest.service.fold_loop): it folds often, and a database outage is logged
+once, not five times a second per worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ingest.service import FOLD_INTERVAL_SECONDS, IngestMetrics, fold_loop
+from shared.db import create_pool
+from shared.metrics import Metrics
+from tests.conftest import free_port, make_settings
+
+
+def test_an_outage_is_logged_once_while_every_failed_fold_is_counted(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    # Nothing listens there: every fold fails to get a connection.
+    settings = make_settings(f"postgresql://postgres@127.0.0.1:{free_port()}/none", db_pool_timeout=0.05)
+    metrics = IngestMetrics(Metrics())
+
+    async def run() -> None:
+        pool = create_pool(settings)
+        await pool.open(wait=False)
+        task = asyncio.create_task(fold_loop(pool, metrics))
+        await asyncio.sleep(FOLD_INTERVAL_SECONDS * 8)
+        task.cancel()
+        await pool.close()
+
+    with caplog.at_level(logging.WARNING, logger="tally.ingest"):
+        asyncio.run(run())
+    failures = metrics.fold_failures.collect()[0].samples[0].value
+    assert failures >= 4
+    assert [r.getMessage() for r in caplog.records if r.name == "tally.ingest"] == ["count fold failed"]
