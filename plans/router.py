@@ -65,7 +65,7 @@ def location(event: str) -> str:
     return "/v1/schemas/" + (encoded.replace(".", "%2E") if event in (".", "..") else encoded)
 
 
-ETAG_HEADER = {"ETag": {"description": 'Strong ETag of this version, `"r<revision>"`.', "schema": {"type": "string"}}}
+ETAG_HEADER = {"ETag": {"description": "Strong ETag of this version, new on every write.", "schema": {"type": "string"}}}
 
 
 @router.post(

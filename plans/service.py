@@ -1,14 +1,16 @@
 """Use cases of the schema resource, always in the principal's project: create, read, list,
 replace, delete.
 
-An ETag is `"r<revision>"`. The revision comes from a sequence and is replaced on every write,
-also when a schema is deleted and created again, so one ETag never names two versions (a
-version number would: delete and recreate starts again at 1).
+An ETag is 128 random bits, replaced on every write, also when a schema is deleted and created
+again, so one ETag never names two versions (a version number would: delete and recreate
+starts again at 1), and it tells nothing about other writes (a sequence number would count
+every project's).
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,15 +59,18 @@ class IfMatch:
     """A parsed If-Match header. Absent: unconditional. `*`: any current version."""
 
     sent: bool = False
-    revisions: list[int] | None = None  # None: no particular version is required
+    tags: list[str] | None = None  # None: no particular version is required
 
 
 ENTITY_TAG = re.compile(r'(W/)?"([\x21\x23-\x7e]*)"')
-OUR_TAG = re.compile(r"r([1-9][0-9]{0,17})")  # as etag_of writes it; 18 digits fit a bigint
 
 
-def etag_of(revision: int) -> str:
-    return f'"r{revision}"'
+def new_tag() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def etag_of(tag: str) -> str:
+    return f'"{tag}"'
 
 
 def if_match(header: str | None) -> IfMatch:
@@ -73,14 +78,9 @@ def if_match(header: str | None) -> IfMatch:
         return IfMatch()
     if header.strip() == "*":
         return IfMatch(sent=True)
-    # Strong comparison (RFC 9110 13.1.1): a weak tag never matches, nor does a tag not ours;
-    # with none left the condition is false (412), not dropped.
-    revisions = []
-    for match in ENTITY_TAG.finditer(header):
-        ours = OUR_TAG.fullmatch(match[2])
-        if ours and not match[1]:
-            revisions.append(int(ours[1]))
-    return IfMatch(sent=True, revisions=revisions)
+    # Strong comparison (RFC 9110 13.1.1): a weak tag never matches; with none left the
+    # condition is false (412), not dropped.
+    return IfMatch(sent=True, tags=[match[2] for match in ENTITY_TAG.finditer(header) if not match[1]])
 
 
 def none_match(header: str | None, etag: str) -> bool:
@@ -111,7 +111,7 @@ def _checked(schema: dict[str, Any], max_bytes: int) -> str:
 
 
 def _item(row: tuple) -> dict[str, Any]:
-    event, schema_text, mode, description, version, _revision, created_at, updated_at, updated_by = row
+    event, schema_text, mode, description, version, _etag, created_at, updated_at, updated_by = row
     return {
         "event": event, "schema": orjson.Fragment(schema_text), "mode": mode, "description": description,
         "version": version, "created_at": created_at, "updated_at": updated_at, "updated_by": updated_by,
@@ -138,7 +138,7 @@ async def create_schema(pool: AsyncConnectionPool, principal: Principal, body: b
     given = decode(body, SchemaIn)
     params = {
         "project": principal.project, "event": given.event, "schema": _checked(given.schema_, max_schema_bytes),
-        "mode": given.mode, "description": given.description, "sub": principal.sub,
+        "mode": given.mode, "description": given.description, "sub": principal.sub, "etag": new_tag(),
     }
     async with pool.connection() as conn:
         row = await (await conn.execute(sql.CREATE_SCHEMA, params)).fetchone()
@@ -182,7 +182,8 @@ async def replace_schema(
         raise EventMismatch(f"the body names event {given.event!r}, the path {event!r}")
     params = {
         "project": principal.project, "event": event, "schema": _checked(given.schema_, max_schema_bytes),
-        "mode": given.mode, "description": given.description, "sub": principal.sub, "revisions": condition.revisions,
+        "mode": given.mode, "description": given.description, "sub": principal.sub, "etags": condition.tags,
+        "etag": new_tag(),
     }
     async with pool.connection() as conn:
         row = await (await conn.execute(sql.REPLACE_SCHEMA, params)).fetchone()
@@ -192,7 +193,7 @@ async def replace_schema(
 
 
 async def delete_schema(pool: AsyncConnectionPool, principal: Principal, event: str, condition: IfMatch) -> None:
-    params = {"project": principal.project, "event": event, "revisions": condition.revisions}
+    params = {"project": principal.project, "event": event, "etags": condition.tags}
     async with pool.connection() as conn:
         row = await (await conn.execute(sql.DELETE_SCHEMA, params)).fetchone()
     if row is None:

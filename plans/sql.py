@@ -8,13 +8,13 @@ prints it and spliced into the response as is: re-parsing it would turn a stored
 
 from __future__ import annotations
 
-COLUMNS = "event, schema::text, mode, description, version, revision, created_at, updated_at, updated_by"
+COLUMNS = "event, schema::text, mode, description, version, etag, created_at, updated_at, updated_by"
 
 # ON CONFLICT DO NOTHING, not a SELECT first: two concurrent creates of one name cannot both
 # pass a check; the loser gets no row back and is told 409.
 CREATE_SCHEMA = f"""
-INSERT INTO event_schemas (project_id, event, schema, mode, description, version, updated_by)
-VALUES (%(project)s, %(event)s, %(schema)s::jsonb, %(mode)s, %(description)s, 1, %(sub)s)
+INSERT INTO event_schemas (project_id, event, schema, mode, description, version, etag, updated_by)
+VALUES (%(project)s, %(event)s, %(schema)s::jsonb, %(mode)s, %(description)s, 1, %(etag)s, %(sub)s)
 ON CONFLICT (project_id, event) DO NOTHING
 RETURNING {COLUMNS}
 """
@@ -45,24 +45,25 @@ ORDER BY event
 LIMIT %(limit)s
 """
 
-# The If-Match check and the write are one statement: between a read of the revision and the
-# write, another writer could slip in. %(revisions)s is NULL for an unconditional request (or
-# `If-Match: *`), else the revisions whose ETags were sent (possibly none that can match).
+# The If-Match check and the write are one statement: between a read of the ETag and the
+# write, another writer could slip in. %(etags)s is NULL for an unconditional request (or
+# `If-Match: *`), else the strong ETags sent (possibly none). Every write gets a new revision
+# (the workers' cache key) and a new random ETag.
 # No row back means "no such schema" or "precondition failed"; the caller knows which by
 # whether it sent If-Match.
 REPLACE_SCHEMA = f"""
 UPDATE event_schemas
 SET schema = %(schema)s::jsonb, mode = %(mode)s, description = %(description)s,
-    version = version + 1, revision = nextval('event_schemas_revision_seq'),
+    version = version + 1, revision = nextval('event_schemas_revision_seq'), etag = %(etag)s,
     updated_at = now(), updated_by = %(sub)s
 WHERE project_id = %(project)s AND event = %(event)s
-  AND (%(revisions)s::bigint[] IS NULL OR revision = ANY(%(revisions)s::bigint[]))
+  AND (%(etags)s::text[] IS NULL OR etag = ANY(%(etags)s::text[]))
 RETURNING {COLUMNS}
 """
 
 DELETE_SCHEMA = """
 DELETE FROM event_schemas
 WHERE project_id = %(project)s AND event = %(event)s
-  AND (%(revisions)s::bigint[] IS NULL OR revision = ANY(%(revisions)s::bigint[]))
-RETURNING revision
+  AND (%(etags)s::text[] IS NULL OR etag = ANY(%(etags)s::text[]))
+RETURNING etag
 """

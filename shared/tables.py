@@ -128,8 +128,8 @@ event_count_deltas = Table(
 
 # The tracking plan: at most one JSON Schema (draft 2020-12) per project and event name, which
 # the `properties` of that event's track calls must satisfy. `revision` comes from a sequence
-# and changes on every write, also when a schema is deleted and created again: it is the ETag
-# and the key under which every worker caches the compiled validator.
+# and changes on every write, also when a schema is deleted and created again: it is the key
+# under which every worker caches the compiled validator.
 schema_revisions = Sequence("event_schemas_revision_seq", metadata=metadata)
 event_schemas = Table(
     "event_schemas",
@@ -144,6 +144,9 @@ event_schemas = Table(
     Column("description", Text),
     Column("version", Integer, nullable=False),
     Column("revision", BigInteger, schema_revisions, nullable=False, server_default=schema_revisions.next_value()),
+    # The ETag: random, new on every write. Not the revision, which counts the writes of every
+    # project and would tell a tenant how busy the others are.
+    Column("etag", Text, nullable=False),
     Column("created_at", TZ, nullable=False, server_default=text("now()")),
     Column("updated_at", TZ, nullable=False, server_default=text("now()")),
     # The `sub` of the token that wrote this version.

@@ -16,8 +16,8 @@ def conn(create_database):
         # 8 projects of 2,500 schemas: enough rows that a scan and a sort are real alternatives.
         conn.execute(
             """
-            INSERT INTO event_schemas (project_id, event, schema, mode, version)
-            SELECT 'plan_p' || (i % 8), 'Event ' || i, '{"type": "object"}', 'flag', 1
+            INSERT INTO event_schemas (project_id, event, schema, mode, version, etag)
+            SELECT 'plan_p' || (i % 8), 'Event ' || i, '{"type": "object"}', 'flag', 1, md5(i::text)
             FROM generate_series(1, 20000) AS i
             """
         )
@@ -45,8 +45,8 @@ def test_a_later_page_takes_its_keyset_bound_from_the_primary_key(conn):
 
 @pytest.mark.parametrize("statement, params", [
     (sql.GET_SCHEMA, {}),
-    (sql.REPLACE_SCHEMA, {"schema": "{}", "mode": "flag", "description": None, "sub": "s", "revisions": [1]}),
-    (sql.DELETE_SCHEMA, {"revisions": None}),
+    (sql.REPLACE_SCHEMA, {"schema": "{}", "mode": "flag", "description": None, "sub": "s", "etag": "t2", "etags": ["t1"]}),
+    (sql.DELETE_SCHEMA, {"etags": None}),
 ])
 def test_one_schema_is_found_by_its_primary_key(conn, statement, params):
     text = plan(conn, statement, {"project": "plan_p1", "event": "Event 41", **params})

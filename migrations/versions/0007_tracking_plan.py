@@ -34,6 +34,7 @@ def upgrade() -> None:
         sa.Column('version', sa.Integer(), nullable=False),
         sa.Column('revision', sa.BigInteger(), nullable=False,
                   server_default=sa.text("nextval('event_schemas_revision_seq')")),
+        sa.Column('etag', sa.Text(), nullable=False),
         sa.Column('created_at', postgresql.TIMESTAMP(timezone=True), nullable=False, server_default=sa.text('now()')),
         sa.Column('updated_at', postgresql.TIMESTAMP(timezone=True), nullable=False, server_default=sa.text('now()')),
         sa.Column('updated_by', sa.Text(), nullable=True),
