@@ -188,9 +188,8 @@ def bearer_token(authorization: str | None) -> str:
     raise Unauthorized("expected Authorization: Bearer <token> or Basic <write key>")
 
 
-# Dependencies are `async def` on purpose: FastAPI runs plain `def` dependencies in a thread
-# pool, and three thread hops per request cost more than verifying the token itself.
-async def authenticate(request: Request) -> Principal:
+def authorize(request: Request, scope: str) -> Principal:
+    """The request's principal when its token is valid, not revoked and holds `scope`; else 401/403."""
     principal = request.app.state.verifier.verify(bearer_token(request.headers.get("authorization")))
     # An in-memory set, reloaded each second by the app (shared.revocation): no query per request.
     revoked = getattr(request.app.state, "revoked_tokens", None)
@@ -201,16 +200,18 @@ async def authenticate(request: Request) -> Principal:
             raise Unauthorized("token revoked")
     # Read by the request middleware for the access log; never the token itself.
     request.scope.setdefault("state", {})["project"] = principal.project
+    if scope not in principal.scopes:
+        # RFC 6750 section 3.1: name the scope that would have been enough.
+        challenge = f'Bearer realm="tally", error="insufficient_scope", scope="{scope}"'
+        raise Forbidden(f"this endpoint needs scope '{scope}'", headers={"WWW-Authenticate": challenge})
     return principal
 
 
 def require(scope: str):
-    async def dependency(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
-        if scope not in principal.scopes:
-            # RFC 6750 section 3.1: name the scope that would have been enough.
-            challenge = f'Bearer realm="tally", error="insufficient_scope", scope="{scope}"'
-            raise Forbidden(f"this endpoint needs scope '{scope}'", headers={"WWW-Authenticate": challenge})
-        return principal
+    # `async def` on purpose: FastAPI runs plain `def` dependencies in a thread pool, and a
+    # thread hop per request costs more than verifying the token itself.
+    async def dependency(request: Request) -> Principal:
+        return authorize(request, scope)
 
     dependency.__name__ = f"require_{scope}"
     return dependency
