@@ -12,6 +12,9 @@ absolute rates drift between runs (physics.md: about 10 to 15%).
   every event against a tracking-plan schema (loadtests/events.py: 10 typed properties,
   required fields, enums, a format and a pattern) registered in enforce mode for all 200 names,
   and reports its throughput against the unchecked run.
+- bare app: the issue's yardstick (loadtests/bare_app.py: raw body, orjson, one INSERT ...
+  unnest ... ON CONFLICT DO NOTHING RETURNING, nothing else) under the same load, so the cost of
+  Tally's features is read off this machine rather than assumed.
 The load generator is a minimal asyncio HTTP/1.1 client writing pre-built requests, so it
 takes as little of the 2 cores as possible away from the server and Postgres.
 """
@@ -157,7 +160,7 @@ async def _client(
             latencies.append(time.perf_counter() - start)
             status = int(status_line.split()[1])
             statuses[status] = statuses.get(status, 0) + 1
-            if status == 200 and b'"rejected":0,' not in body:  # every generated event is valid
+            if status == 200 and b'"rejected":' in body and b'"rejected":0,' not in body:  # all are valid
                 statuses["with rejections"] = statuses.get("with rejections", 0) + 1
     finally:
         writer.close()
@@ -213,10 +216,10 @@ def register_plan(base: str, project: str) -> None:
 
 def http_rate(
     url: str, workers: int, events: int, batch: int, clients: int, idempotency: bool, pool_size: int,
-    writers: int, plan: bool = False,
+    writers: int, plan: bool = False, bare: bool = False,
 ) -> dict:
     env = {"TALLY_DB_POOL_SIZE": str(pool_size), "TALLY_INGEST_WRITERS": str(writers)}
-    with serve(url, SECRET, workers=workers, env=env) as (proc, port):
+    with serve(url, SECRET, workers=workers, env=env, bare=bare) as (proc, port):
         project = f"bench-{uuid.uuid4().hex[:8]}"
         token = mint_token(SECRET, project=project, scopes=["ingest"])
         requests = build_requests("127.0.0.1", port, token, events, batch, 0.10, idempotency)
@@ -260,6 +263,7 @@ def main() -> None:
                         help="TALLY_INGEST_WRITERS per worker (default: the server's)")
     parser.add_argument("--skip-idempotency", action="store_true")
     parser.add_argument("--skip-plan", action="store_true", help="skip the run with a tracking plan")
+    parser.add_argument("--skip-bare", action="store_true", help="skip the run of the bare yardstick app")
     args = parser.parse_args()
 
     server = args.database_url
@@ -273,26 +277,31 @@ def main() -> None:
     # even from the same starting state one COPY figure alone swings by a third on this machine.
     copy_before = copy_rate(url, args.copy_events, seed=7)
     print(f"raw COPY before (2 connections, 1000-event batches): {copy_before:,.0f} events/s", flush=True)
-    runs = [("end to end", False, False)]
-    runs += [] if args.skip_plan else [("with tracking plan", False, True)]
-    runs += [] if args.skip_idempotency else [("with Idempotency-Key", True, False)]
+    runs = [("end to end", False, False, False)]
+    runs += [] if args.skip_plan else [("with tracking plan", False, True, False)]
+    runs += [] if args.skip_idempotency else [("with Idempotency-Key", True, False, False)]
+    runs += [] if args.skip_bare else [("bare yardstick app", False, False, True)]
     results = [
         (label, http_rate(url, args.workers, args.events, args.batch, args.clients, idempotency, args.pool_size,
-                          args.writers, plan))
-        for label, idempotency, plan in runs
+                          args.writers, plan, bare))
+        for label, idempotency, plan, bare in runs
     ]
     copy_after = copy_rate(url, args.copy_events, seed=8)
     copy = (copy_before + copy_after) / 2
     print(f"raw COPY after: {copy_after:,.0f} events/s; reference (mean): {copy:,.0f} events/s", flush=True)
     for label, r in results:
         print(
-            f"{label} ({args.workers} workers x pool {args.pool_size} x {args.writers} writers, {args.clients} clients, "
+            f"{label} ({args.workers} workers x "
+            f"{'pool 4' if label == 'bare yardstick app' else f'pool {args.pool_size} x {args.writers} writers'}, "
+            f"{args.clients} clients, "
             f"{args.batch}-event batches): {r['events_per_s']:,.0f} events/s = "
             f"{r['events_per_s'] / copy:.0%} of raw COPY, p50 {r['p50_ms']:.1f} ms, "
             f"p99 {r['p99_ms']:.1f} ms, statuses {r['statuses']}, connections per worker {r['split']}",
             flush=True,
         )
     rates = dict((label, r["events_per_s"]) for label, r in results)
+    if "bare yardstick app" in rates:
+        print(f"Tally end to end: {rates['end to end'] / rates['bare yardstick app']:.2f}x the bare app's rate", flush=True)
     if "with tracking plan" in rates:
         print(f"tracking plan checked on every event: {rates['with tracking plan'] / rates['end to end']:.0%} "
               "of the unchecked end-to-end rate", flush=True)

@@ -1,4 +1,8 @@
-"""`tally serve` in a subprocess for the benchmarks: on a free port, yielded once /readyz is 200."""
+"""A server in a subprocess for the benchmarks: on a free port, yielded once /readyz is 200.
+
+`tally serve` by default; `bare=True` serves loadtests/bare_app.py (the issue's yardstick)
+with the same uvicorn settings instead.
+"""
 
 from __future__ import annotations
 
@@ -17,18 +21,22 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @contextlib.contextmanager
 def serve(
-    database_url: str, secret: str, *, workers: int = 1, env: dict[str, str] | None = None
+    database_url: str, secret: str, *, workers: int = 1, env: dict[str, str] | None = None, bare: bool = False
 ) -> Iterator[tuple[subprocess.Popen, int]]:
     """(process, port) of a ready server; stopped on exit."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     full_env = {
-        **os.environ, "TALLY_DATABASE_URL": database_url, "TALLY_JWT_SECRET": secret,
+        **os.environ, "TALLY_DATABASE_URL": database_url, "BARE_DATABASE_URL": database_url, "TALLY_JWT_SECRET": secret,
         "TALLY_LOG_LEVEL": "WARNING", **(env or {}),
     }
+    command = (
+        ["uvicorn", "loadtests.bare_app:app", "--loop", "uvloop", "--http", "httptools", "--no-access-log"]
+        if bare else ["tally.cli", "serve"]
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tally.cli", "serve", "--port", str(port), "--workers", str(workers)],
+        [sys.executable, "-m", *command, "--port", str(port), "--workers", str(workers)],
         env=full_env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
@@ -48,4 +56,4 @@ def _wait_ready(proc: subprocess.Popen, port: int) -> None:
                     return
         except OSError:
             time.sleep(0.2)
-    raise SystemExit("tally serve did not become ready (is the database migrated?)")
+    raise SystemExit("the server did not become ready (is the database migrated?)")
