@@ -29,7 +29,8 @@ def serve(
         port = s.getsockname()[1]
     full_env = {
         **os.environ, "TALLY_DATABASE_URL": database_url, "BARE_DATABASE_URL": database_url, "TALLY_JWT_SECRET": secret,
-        "TALLY_LOG_LEVEL": "WARNING", **(env or {}),
+        # The default log level (INFO): every request writes its JSON access-log line, as served.
+        "TALLY_LOG_LEVEL": "INFO", **(env or {}),
     }
     command = (
         ["uvicorn", "loadtests.bare_app:app", "--loop", "uvloop", "--http", "httptools", "--no-access-log"]
