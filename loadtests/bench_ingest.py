@@ -71,8 +71,50 @@ def reset(url: str) -> None:
         conn.execute("CHECKPOINT")
 
 
-def copy_rate(url: str, events: int, connections: int = 2, batch: int = 1000, seed: int = 7) -> float:
-    """Events/s of binary COPY into `events`, `connections` writers in parallel."""
+class CpuMeter:
+    """CPU seconds per event over a phase, split by who spent them: the server's processes, this
+    process (the load generator, or COPY's client threads), and the rest of the machine: during
+    a phase that is Postgres, plus whatever else the machine runs. On a machine whose speed
+    drifts between runs, where the time goes tells more than a rate alone. Linux only."""
+
+    def __init__(self, server_pid: int | None = None):
+        self.server_pid = server_pid
+
+    def __enter__(self) -> "CpuMeter":
+        self._start = self._read()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.spent = [b - a for a, b in zip(self._start, self._read())]
+
+    def _read(self) -> tuple[float, float, float]:
+        with open("/proc/stat") as f:  # user nice system idle iowait irq softirq
+            ticks = [int(v) for v in f.readline().split()[1:8]]
+        machine = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+        return machine, time.process_time(), self._server()
+
+    def _server(self) -> float:
+        if self.server_pid is None:
+            return 0.0
+        import psutil
+
+        root = psutil.Process(self.server_pid)
+        total = 0.0
+        for proc in (root, *root.children(recursive=True)):
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+        return total
+
+    def per_event(self, events: int) -> dict:
+        machine, own, server = (1e6 * v / events for v in self.spent)
+        return {"server": server, "postgres": machine - own - server, "client": own}
+
+
+def copy_rate(url: str, events: int, connections: int = 2, batch: int = 1000, seed: int = 7) -> tuple[float, dict]:
+    """Events/s of binary COPY into `events`, `connections` writers in parallel, and CPU per event."""
     reset(url)
     rng = random.Random(seed)
     now = datetime.now(timezone.utc)
@@ -102,12 +144,14 @@ def copy_rate(url: str, events: int, connections: int = 2, batch: int = 1000, se
                 conn.commit()
 
     threads = [threading.Thread(target=writer, args=(b,)) for b in batches]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return per_writer * connections / (time.perf_counter() - start)
+    with CpuMeter() as cpu:
+        start = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - start
+    return per_writer * connections / elapsed, cpu.per_event(per_writer * connections)
 
 
 def build_requests(host: str, port: int, token: str, total_events: int, batch: int,
@@ -236,7 +280,8 @@ def http_rate(
             split.extend(connections_per_worker(proc.pid, port))
             return await task
 
-        elapsed, latencies, statuses = asyncio.run(drive_and_look())
+        with CpuMeter(proc.pid) as cpu:
+            elapsed, latencies, statuses = asyncio.run(drive_and_look())
     sent = (len(requests) - len(warmup)) * batch
     latencies.sort()
     return {
@@ -245,6 +290,7 @@ def http_rate(
         "p99_ms": 1000 * latencies[int(len(latencies) * 0.99) - 1],
         "statuses": statuses,
         "split": split,
+        "cpu": cpu.per_event(sent),
     }
 
 
@@ -275,8 +321,9 @@ def main() -> None:
 
     # COPY is measured before and after the HTTP runs and the ratio is taken against their mean:
     # even from the same starting state one COPY figure alone swings by a third on this machine.
-    copy_before = copy_rate(url, args.copy_events, seed=7)
-    print(f"raw COPY before (2 connections, 1000-event batches): {copy_before:,.0f} events/s", flush=True)
+    copy_before, copy_cpu = copy_rate(url, args.copy_events, seed=7)
+    print(f"raw COPY before (2 connections, 1000-event batches): {copy_before:,.0f} events/s; CPU per event: "
+          f"Postgres and the rest {copy_cpu['postgres']:.1f} us, COPY client {copy_cpu['client']:.1f} us", flush=True)
     runs = [("end to end", False, False, False)]
     runs += [] if args.skip_plan else [("with tracking plan", False, True, False)]
     runs += [] if args.skip_idempotency else [("with Idempotency-Key", True, False, False)]
@@ -286,7 +333,7 @@ def main() -> None:
                           args.writers, plan, bare))
         for label, idempotency, plan, bare in runs
     ]
-    copy_after = copy_rate(url, args.copy_events, seed=8)
+    copy_after, _ = copy_rate(url, args.copy_events, seed=8)
     copy = (copy_before + copy_after) / 2
     print(f"raw COPY after: {copy_after:,.0f} events/s; reference (mean): {copy:,.0f} events/s", flush=True)
     for label, r in results:
@@ -296,7 +343,9 @@ def main() -> None:
             f"{args.clients} clients, "
             f"{args.batch}-event batches): {r['events_per_s']:,.0f} events/s = "
             f"{r['events_per_s'] / copy:.0%} of raw COPY, p50 {r['p50_ms']:.1f} ms, "
-            f"p99 {r['p99_ms']:.1f} ms, statuses {r['statuses']}, connections per worker {r['split']}",
+            f"p99 {r['p99_ms']:.1f} ms, statuses {r['statuses']}, connections per worker {r['split']}; "
+            f"CPU per event: server {r['cpu']['server']:.1f} us, Postgres and the rest {r['cpu']['postgres']:.1f} us, "
+            f"load generator {r['cpu']['client']:.1f} us",
             flush=True,
         )
     rates = dict((label, r["events_per_s"]) for label, r in results)

@@ -21,11 +21,14 @@ def test_benchmark_runs_every_phase_and_prints_its_figures(server_url: str):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
-    assert re.search(r"raw COPY before .*: [\d,]+ events/s", out), out
+    assert re.search(r"raw COPY before .*: [\d,]+ events/s; CPU per event: Postgres and the rest "
+                     r"-?[\d.]+ us, COPY client [\d.]+ us", out), out
     for phase in PHASES:
         line = next((l for l in out.splitlines() if l.startswith(phase + " (")), None)
         assert line is not None, f"no figures for {phase}:\n{out}"
         assert re.search(r": [\d,]+ events/s = \d+% of raw COPY, p50 [\d.]+ ms, p99 [\d.]+ ms", line), line
+        assert re.search(r"CPU per event: server [\d.]+ us, Postgres and the rest -?[\d.]+ us, "
+                         r"load generator [\d.]+ us$", line), line
         # Every request answered 200, and no event was rejected (the generator sends valid events).
         statuses = re.search(r"statuses (\{.*?\})", line).group(1)
         assert re.fullmatch(r"\{200: \d+\}", statuses), line
