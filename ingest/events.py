@@ -7,7 +7,7 @@ developer can act on; a rejected event never fails its batch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -53,6 +53,11 @@ class BatchContext:
     batch_context: dict | None
     # The project's tracking plan: event name -> schema rule for its track calls.
     rules: dict[str, Rule]
+    # Whether this batch's timestamps are corrected by its sentAt: decided once per batch.
+    correct_skew: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.correct_skew = self.sent_at is not None and abs(self.received_at - self.sent_at) > self.skew_threshold
 
 
 @dataclass(slots=True)
@@ -83,6 +88,8 @@ IDENTITY_CODES = {"userId": "invalid_user_id", "anonymousId": "invalid_anonymous
 
 def _identity(raw: dict, key: str) -> str | None:
     value = raw.get(key)
+    if type(value) is str and 0 < len(value) <= MAX_USER_ID:  # the common case, first
+        return value
     if value is None or value == "":
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
@@ -170,7 +177,7 @@ def to_row(raw: object, kind: str | None, ctx: BatchContext) -> Row:
     else:
         original_ts = parse_time(original, "timestamp")
         ts = original_ts
-        if ctx.sent_at is not None and abs(ctx.received_at - ctx.sent_at) > ctx.skew_threshold:
+        if ctx.correct_skew:
             try:
                 ts = ctx.received_at - (ctx.sent_at - original_ts)
             except OverflowError:  # sentAt and timestamp millennia apart: no real clock is that far off
@@ -187,9 +194,10 @@ def to_row(raw: object, kind: str | None, ctx: BatchContext) -> Row:
         more = f"; and {len(found) - 1} more" if len(found) > 1 else ""
         raise SchemaViolation(name, f"properties break the tracking plan for {name!r}: {found[0].describe()}{more}")
 
-    rest = {k: v for k, v in raw.items() if k not in COLUMNS}
+    # Most events hold only keys with columns: the subset test (in C) skips building a dict.
+    rest = None if raw.keys() <= COLUMNS else {k: v for k, v in raw.items() if k not in COLUMNS}
     if event_type != "track" and "event" in raw:
-        rest["event"] = raw["event"]
+        rest = {**(rest or {}), "event": raw["event"]}
     encoded = encode({
         "message_id": message_id,
         "type": event_type,
