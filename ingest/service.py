@@ -29,6 +29,7 @@ from ingest.plan import TrackingPlan
 from shared.auth import Principal
 from shared.errors import AppError, BadRequest, Conflict, DatabaseUnavailable, InvalidJSON, PayloadTooLarge
 from shared.metrics import Metrics
+from shared.outage import OutageLog
 from shared.settings import Settings
 
 log = logging.getLogger("tally.ingest")
@@ -357,7 +358,7 @@ async def fold_loop(pool: AsyncConnectionPool, metrics: IngestMetrics) -> None:
     """Every worker tries every FOLD_INTERVAL_SECONDS; the advisory lock lets one fold at a
     time. A full fold is followed at once by another, so a backlog drains at FOLD_LIMIT rows per
     statement. A run of failures is logged once, and the recovery once."""
-    failing = False
+    outage = OutageLog(log, "count fold failed", "count fold works again")
     while True:
         await asyncio.sleep(FOLD_INTERVAL_SECONDS)
         try:
@@ -365,14 +366,10 @@ async def fold_loop(pool: AsyncConnectionPool, metrics: IngestMetrics) -> None:
                 metrics.folded.inc(moved)
                 if moved < FOLD_LIMIT:
                     break
-            if failing:
-                log.warning("count fold works again")
-            failing = False
+            outage.succeeded()
         except Exception as exc:  # the database may be down; deltas wait, counts stay exact
             metrics.fold_failures.inc()
-            if not failing:
-                log.warning("count fold failed", extra={"error": type(exc).__name__})
-            failing = True
+            outage.failed(exc)
 
 
 async def purge_expired_keys(pool: AsyncConnectionPool, ttl_seconds: int) -> int:

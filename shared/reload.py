@@ -14,6 +14,8 @@ from typing import Protocol
 
 from psycopg_pool import AsyncConnectionPool
 
+from shared.outage import OutageLog
+
 log = logging.getLogger("tally.reload")
 
 RELOAD_SECONDS = 1.0
@@ -27,15 +29,11 @@ class Reloadable(Protocol):
 
 async def reload_loop(name: str, copy: Reloadable, pool: AsyncConnectionPool, interval: float = RELOAD_SECONDS) -> None:
     """Reload `copy` every `interval` seconds for the life of the process; failures keep the last one."""
-    failing = False
+    outage = OutageLog(log, f"{name} reload failed", f"{name} reloaded")
     while True:
         try:
             await copy.refresh(pool, timeout=interval)
-            if failing:
-                log.warning(f"{name} reloaded", extra={"rows": len(copy)})
-            failing = False
+            outage.succeeded(rows=len(copy))
         except Exception as exc:  # the database may be down or the pool busy: keep the last copy
-            if not failing:
-                log.warning(f"{name} reload failed", extra={"error": type(exc).__name__})
-            failing = True
+            outage.failed(exc)
         await asyncio.sleep(interval)
