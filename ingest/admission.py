@@ -38,17 +38,16 @@ class Admission:
             self.in_progress -= 1
 
 
-class Writers:
+class StatementSlots:
     """At most `limit` ingest statements per process run at once; the others wait their turn.
 
-    On a 2-core machine Postgres and the workers share the CPU: with 10 statements per worker
-    in flight, 20 backends time-slice the cores, the workers' event loops get less of them, and
-    every request waits behind all the others (2 workers, 16 clients: p99 131-158 ms). Holding
-    each worker to a few statements, the rest queue in order in the process and Postgres runs
-    what it can run at full speed: same or higher throughput, and the tail shrinks to about
-    one queue's worth (p99 90-100 ms). The pool stays larger, so queries, the count folder and
-    the plan reload never wait behind ingest. A request that cannot start within the pool
-    timeout is answered 503, as one that cannot get a connection is.
+    On a small machine Postgres and the workers share the CPU: with many statements per worker
+    in flight, the backends time-slice the cores, the workers' event loops get less of them, and
+    every request waits behind all the others. Holding each worker to a few statements, the
+    rest queue in order in the process and Postgres runs what it can run at full speed: the same
+    throughput with a shorter tail (measured in docs/ingest.md). The pool stays larger, so
+    queries, the count folder and the plan reload never wait behind ingest. A request that
+    cannot start within the pool timeout is answered 503, as one that cannot get a connection is.
     """
 
     def __init__(self, limit: int, timeout: float):

@@ -5,8 +5,8 @@ every worker within about a second, without a restart, and a request costs no qu
 is compiled once per revision (every write gets a new one) and reused until it changes: the
 reload ships schema bodies only for revisions this worker has not compiled yet.
 
-Until a worker has loaded the plan once, ingest answers 503: it cannot know which events to
-check. After that a failed reload keeps the last plan in force.
+Until a worker has loaded the plan once, ingest answers 503 (the service checks `loaded`): it
+cannot know which events to check. After that a failed reload keeps the last plan in force.
 """
 
 from __future__ import annotations
@@ -18,18 +18,10 @@ from dataclasses import dataclass
 import jsonschema_rs
 from psycopg_pool import AsyncConnectionPool
 
-from shared.tracking_plan import InvalidSchema, compile_schema
+from ingest import sql
+from shared.json_schema import SchemaCompileError, compile_schema
 
 log = logging.getLogger("tally.ingest.plan")
-
-# One statement, one snapshot: the listing and the bodies it needs always agree, so an update
-# committed between two queries can never leave an event name briefly without its schema.
-LOAD_PLAN = """
-SELECT project_id, event, mode, revision,
-       CASE WHEN revision = ANY(%(compiled)s::bigint[]) THEN NULL ELSE schema END
-FROM event_schemas
-"""
-
 
 @dataclass(frozen=True, slots=True)
 class Rule:
@@ -61,14 +53,14 @@ class TrackingPlan:
     async def refresh(self, pool: AsyncConnectionPool, timeout: float) -> None:
         compiled = {rule.revision: rule.validator for rules in self._rules.values() for rule in rules.values()}
         async with pool.connection(timeout=timeout) as conn:
-            rows = await (await conn.execute(LOAD_PLAN, {"compiled": list(compiled)})).fetchall()
+            rows = await (await conn.execute(sql.LOAD_PLAN, {"compiled": list(compiled)})).fetchall()
         plan: dict[str, dict[str, Rule]] = {}
         for project, event, mode, revision, schema in rows:
             validator = compiled.get(revision)
             if validator is None:
                 try:
                     validator = compile_schema(schema)
-                except InvalidSchema as exc:
+                except SchemaCompileError as exc:
                     # Every schema was compiled when it was written; this only happens if a
                     # new jsonschema-rs reads an old schema differently. The event goes
                     # unchecked rather than every one of its events being refused.

@@ -1,102 +1,86 @@
-"""HTTP only: read the body, call the service, answer.
+"""HTTP only: authorize, read the body and the Idempotency-Key header, call the service, answer.
 
 The ingest routes are the hot path, so they are served without FastAPI's per-request machinery
-(IngestRoute): FastAPI still documents them from their signatures, but a request goes straight
-to `_handle`, which authorizes and reads the body itself.
+(IngestRoute): FastAPI documents them from a signature that is never called (the token schemes,
+the Idempotency-Key header, the raw body's model), and a request goes straight to `_handle`.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 
 from ingest import service
-from ingest.body import read_body
-from ingest.schemas import BatchIn, EventIn, IngestResult
+from ingest.content import ACCEPTED_TYPES, read_body
+from ingest.idempotency import parse_key
+from ingest.schemas import EventIn, IngestResult
 from shared.auth import IngestWriter, authorize
-from shared.errors import problem_responses
+from shared.events import EVENT_TYPES
+from shared.openapi import answers, raw_body
+from shared.services import services_of
 
 
 class IngestRoute(APIRoute):
-    """Documented from the endpoint's signature (token, Idempotency-Key), dispatched to `_handle`.
+    """A route whose requests go straight to `_handle` for its `kind`, skipping FastAPI's
+    dependency solving and request handling, which cost a fifth of an ingest request's CPU in
+    the worker (docs/ingest.md). Errors raised in `_handle` take the app's exception handlers
+    like any route's (problem+json)."""
 
-    Solving the signature's dependencies and the rest of FastAPI's request handling cost a fifth
-    of an ingest request's CPU in the worker (single-event posts, 2 workers, 16 clients, two A/B
-    pairs: 973-1034 -> 743-782 us of worker CPU per request). Errors raised in `_handle` take
-    the app's exception handlers like any route's (problem+json).
-    """
+    def __init__(self, path: str, endpoint: Any, *, kind: str | None, **kwargs: Any):
+        self.kind = kind
+        super().__init__(path, endpoint, **kwargs)
 
     def get_route_handler(self):
-        kind = self.endpoint.__name__
-        return functools.partial(_handle, kind=None if kind == "batch" else kind)
-
-
-router = APIRouter(tags=["ingest"], route_class=IngestRoute)
-# Request bodies are read raw (orjson, no model per event); these models only document them.
-DOCUMENTED_MODELS = (BatchIn, EventIn)
-
-ERRORS = problem_responses({
-    400: "Malformed JSON, no batch list, an empty batch, or a bad Idempotency-Key",
-    401: "Missing or invalid credentials",
-    403: "Token lacks scope ingest",
-    409: "A request with this Idempotency-Key is in flight",
-    413: "Too many events, or the body is too large after decompression",
-    415: "Unsupported Content-Type or Content-Encoding",
-    422: "Idempotency-Key reused with another body",
-    503: "Database unavailable; retry after Retry-After",
-})
-
-
-def _body_doc(model) -> dict:
-    schema_ref = {"$ref": f"#/components/schemas/{model.__name__}"}
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": schema_ref}, "text/plain": {"schema": schema_ref}},
-        }
-    }
+        return functools.partial(_handle, kind=self.kind)
 
 
 async def _handle(request: Request, kind: str | None) -> Response:
     principal = authorize(request, "ingest")
-    state = request.app.state
-    settings = state.settings
-    with state.admission.slot():
-        body = await read_body(request, settings.max_body_bytes)
-        result = await service.ingest(
-            state.pool, principal, body,
+    services = services_of(request).role(service.IngestServices)
+    with services.admission.slot():
+        body = await read_body(request, services.settings.max_body_bytes)
+        answer = await service.ingest(services, principal, service.IngestRequest(
+            body=body,
             kind=kind,
             path=request.scope["path"],
-            idempotency_key=service.parse_idempotency_key(request.headers.getlist("idempotency-key")),
-            settings=settings,
-            metrics=state.ingest_metrics,
-            plan=state.tracking_plan,
-            writers=state.writers,
-        )
-    headers = {"Idempotent-Replayed": "true"} if result.replayed else None
-    return Response(result.body, status_code=result.status, media_type="application/json", headers=headers)
+            idempotency_key=parse_key(request.headers.getlist("idempotency-key")),
+        ))
+    headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
+    return Response(answer.body, status_code=answer.status, media_type="application/json", headers=headers)
 
 
-def _route(path: str, model, summary: str) -> None:
-    kind = path.rsplit("/", 1)[1]
+async def _documented(
+    principal: IngestWriter, idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None
+) -> Response:
+    """Never called: the signature is what OpenAPI shows (IngestRoute serves the route)."""
+    raise NotImplementedError
 
-    # The signature is what OpenAPI shows: the ingest token and the Idempotency-Key header.
-    async def documented(
-        principal: IngestWriter, idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None
-    ) -> Response:
-        raise NotImplementedError("documentation only: IngestRoute serves this route with _handle")
 
-    documented.__name__ = kind
+router = APIRouter(tags=["ingest"])
+
+ANSWERS = answers("ingest", {
+    400: "Malformed JSON, no batch list, an empty batch, or a bad Idempotency-Key",
+    409: "A request with this Idempotency-Key is in flight",
+    413: "Too many events, or the body is too large after decompression",
+    415: "Unsupported Content-Type or Content-Encoding",
+    422: "Idempotency-Key reused with another body",
+})
+
+
+def _route(path: str, kind: str | None, model: str, summary: str) -> None:
     router.add_api_route(
-        path, documented, methods=["POST"], response_model=IngestResult, responses=ERRORS,
-        openapi_extra=_body_doc(model), summary=summary,
+        path, _documented, methods=["POST"], response_model=IngestResult, responses=ANSWERS,
+        openapi_extra=raw_body(model, ACCEPTED_TYPES), summary=summary, name=kind or "batch",
+        route_class_override=functools.partial(IngestRoute, kind=kind),
     )
 
 
-_route("/v1/batch", BatchIn, "Store a batch of Segment-format events exactly once")
-for _kind in ("track", "identify", "page", "screen", "group", "alias"):
-    _route(f"/v1/{_kind}", EventIn, f"Store one {_kind} event exactly once")
+# The batch model's limit follows the settings, so it is built per app (tally/app.py) and
+# referred to here by name.
+_route("/v1/batch", None, "BatchIn", "Store a batch of Segment-format events exactly once")
+for _kind in EVENT_TYPES:
+    _route(f"/v1/{_kind}", _kind, EventIn.__name__, f"Store one {_kind} event exactly once")

@@ -1,14 +1,15 @@
 """Ingest benchmark: end-to-end events/s and latency against this machine's raw COPY rate.
 
-    python -m loadtests.bench_ingest [--database-url URL] [--events 400000] [--workers 2]
+    python -m loadtests.bench_ingest [--database-url URL] [--events 400000] [--workers 2] [--json PATH]
 
 Both figures come from the same run on the same machine, so their ratio holds even when the
-absolute rates drift between runs (physics.md: about 10 to 15%).
+absolute rates drift from one run to the next.
 - raw COPY: 2 connections, binary COPY of 1000-event batches straight into `events`
   (same table, same indexes), no HTTP, no validation, no dedup, no counts.
 - end to end: `tally serve --workers N`, 16 keep-alive connections each posting 100-event
-  batches (10% of events repeat an earlier messageId), with validation, dedup, hourly counts,
-  metrics and logging on. A variant sends an Idempotency-Key on every request; another checks
+  batches (10% of events repeat an earlier messageId), with validation, dedup, count deltas
+  (folded into the hourly and daily rollups by the server's background folder), metrics and
+  logging on. A variant sends an Idempotency-Key on every request; another checks
   every event against a tracking-plan schema (loadtests/events.py: 10 typed properties,
   required fields, enums, a format and a pattern) registered in enforce mode for all 200 names,
   and reports its throughput against the unchecked run.
@@ -17,12 +18,15 @@ absolute rates drift between runs (physics.md: about 10 to 15%).
   Tally's features is read off this machine rather than assumed.
 The load generator is a minimal asyncio HTTP/1.1 client writing pre-built requests, so it
 takes as little of the 2 cores as possible away from the server and Postgres.
+The figures are printed as they come; `--json PATH` also writes them all, at the end, as one
+JSON document (settings, COPY before and after, every phase, the derived ratios).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import statistics
@@ -35,17 +39,15 @@ from pathlib import Path
 import orjson
 import psycopg
 
-from loadtests.events import EVENT_NAMES, PROPERTIES_SCHEMA, track_event
+from loadtests.events import COPY_COLUMNS, COPY_TYPES, EVENT_NAMES, PROPERTIES_SCHEMA, track_event
 from loadtests.server import serve
 from shared.auth import mint_token
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-" + "x" * 40
-COPY_COLUMNS = (
-    "project_id, message_id, type, event, user_id, anonymous_id, ts, original_timestamp, "
-    "sent_at, received_at, properties, context, traits, extra"
-)
+BARE = "bare yardstick app"
+BARE_POOL = 4  # loadtests/bare_app.py's pool (max_size)
 
 
 def fresh_database(server_url: str, name: str) -> str:
@@ -135,10 +137,8 @@ def copy_rate(url: str, events: int, connections: int = 2, batch: int = 1000, se
         with psycopg.connect(url) as conn:
             for chunk in chunks:
                 with conn.cursor() as cur:
-                    with cur.copy(f"COPY events ({COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
-                        copy.set_types(["text", "text", "text", "text", "text", "text", "timestamptz",
-                                        "timestamptz", "timestamptz", "timestamptz", "jsonb", "jsonb",
-                                        "jsonb", "jsonb"])
+                    with cur.copy(f"COPY events ({', '.join(COPY_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
+                        copy.set_types(COPY_TYPES)
                         for row in chunk:
                             copy.write_row(row)
                 conn.commit()
@@ -181,10 +181,12 @@ def build_requests(host: str, port: int, token: str, total_events: int, batch: i
 
 
 async def _client(
-    host: str, port: int, queue: list[bytes], latencies: list[float], statuses: dict, delay: float
+    host: str, port: int, queue: list[bytes], latencies: list[float], statuses: dict, rejected: list[int],
+    delay: float,
 ) -> None:
     # Connections open one after another: opened all at once, they tend to land on one
-    # uvicorn worker (physics.md), which would measure one worker, not the server.
+    # uvicorn worker, which would measure one worker, not the server (hence the printed
+    # "connections per worker").
     await asyncio.sleep(delay)
     reader, writer = await asyncio.open_connection(host, port)
     try:
@@ -205,20 +207,25 @@ async def _client(
             status = int(status_line.split()[1])
             statuses[status] = statuses.get(status, 0) + 1
             if status == 200 and b'"rejected":' in body and b'"rejected":0,' not in body:  # all are valid
-                statuses["with rejections"] = statuses.get("with rejections", 0) + 1
+                rejected[0] += 1
+                rejected[1] += orjson.loads(body)["rejected"]
     finally:
         writer.close()
 
 
-async def _drive(host: str, port: int, requests: list[bytes], clients: int) -> tuple[float, list[float], dict]:
+async def _drive(
+    host: str, port: int, requests: list[bytes], clients: int
+) -> tuple[float, list[float], dict, list[int]]:
+    """(seconds, latencies, {status: requests}, [requests with rejected events, rejected events])."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
+    rejected = [0, 0]
     queue = list(reversed(requests))
     start = time.perf_counter()
     await asyncio.gather(
-        *(_client(host, port, queue, latencies, statuses, 0.02 * i) for i in range(clients))
+        *(_client(host, port, queue, latencies, statuses, rejected, 0.02 * i) for i in range(clients))
     )
-    return time.perf_counter() - start, latencies, statuses
+    return time.perf_counter() - start, latencies, statuses, rejected
 
 
 def connections_per_worker(server_pid: int, port: int) -> list[int]:
@@ -274,14 +281,14 @@ def http_rate(
         asyncio.run(_drive("127.0.0.1", port, warmup, clients))
         split: list[int] = []
 
-        async def drive_and_look() -> tuple[float, list[float], dict]:
+        async def drive_and_look() -> tuple[float, list[float], dict, list[int]]:
             task = asyncio.create_task(_drive("127.0.0.1", port, requests[len(warmup):], clients))
             await asyncio.sleep(0.02 * clients + 0.5)
             split.extend(connections_per_worker(proc.pid, port))
             return await task
 
         with CpuMeter(proc.pid) as cpu:
-            elapsed, latencies, statuses = asyncio.run(drive_and_look())
+            elapsed, latencies, statuses, (rejected_requests, rejected_events) = asyncio.run(drive_and_look())
     sent = (len(requests) - len(warmup)) * batch
     latencies.sort()
     return {
@@ -289,6 +296,8 @@ def http_rate(
         "p50_ms": 1000 * statistics.median(latencies),
         "p99_ms": 1000 * latencies[int(len(latencies) * 0.99) - 1],
         "statuses": statuses,
+        "rejected_requests": rejected_requests,
+        "rejected_events": rejected_events,
         "split": split,
         "cpu": cpu.per_event(sent),
     }
@@ -310,6 +319,8 @@ def main() -> None:
     parser.add_argument("--skip-idempotency", action="store_true")
     parser.add_argument("--skip-plan", action="store_true", help="skip the run with a tracking plan")
     parser.add_argument("--skip-bare", action="store_true", help="skip the run of the bare yardstick app")
+    parser.add_argument("--json", dest="json_path", metavar="PATH",
+                        help="also write every figure, at the end, to PATH as one JSON document")
     args = parser.parse_args()
 
     server = args.database_url
@@ -327,34 +338,86 @@ def main() -> None:
     runs = [("end to end", False, False, False)]
     runs += [] if args.skip_plan else [("with tracking plan", False, True, False)]
     runs += [] if args.skip_idempotency else [("with Idempotency-Key", True, False, False)]
-    runs += [] if args.skip_bare else [("bare yardstick app", False, False, True)]
+    runs += [] if args.skip_bare else [(BARE, False, False, True)]
     results = [
         (label, http_rate(url, args.workers, args.events, args.batch, args.clients, idempotency, args.pool_size,
                           args.writers, plan, bare))
         for label, idempotency, plan, bare in runs
     ]
-    copy_after, _ = copy_rate(url, args.copy_events, seed=8)
+    copy_after, copy_after_cpu = copy_rate(url, args.copy_events, seed=8)
     copy = (copy_before + copy_after) / 2
     print(f"raw COPY after: {copy_after:,.0f} events/s; reference (mean): {copy:,.0f} events/s", flush=True)
     for label, r in results:
+        # As printed since the start: a request with rejected events also counts under "with rejections".
+        statuses = {**r["statuses"], "with rejections": r["rejected_requests"]} if r["rejected_requests"] else r["statuses"]
         print(
             f"{label} ({args.workers} workers x "
-            f"{'pool 4' if label == 'bare yardstick app' else f'pool {args.pool_size} x {args.writers} writers'}, "
+            f"{f'pool {BARE_POOL}' if label == BARE else f'pool {args.pool_size} x {args.writers} writers'}, "
             f"{args.clients} clients, "
             f"{args.batch}-event batches): {r['events_per_s']:,.0f} events/s = "
             f"{r['events_per_s'] / copy:.0%} of raw COPY, p50 {r['p50_ms']:.1f} ms, "
-            f"p99 {r['p99_ms']:.1f} ms, statuses {r['statuses']}, connections per worker {r['split']}; "
+            f"p99 {r['p99_ms']:.1f} ms, statuses {statuses}, connections per worker {r['split']}; "
             f"CPU per event: server {r['cpu']['server']:.1f} us, Postgres and the rest {r['cpu']['postgres']:.1f} us, "
             f"load generator {r['cpu']['client']:.1f} us",
             flush=True,
         )
     rates = dict((label, r["events_per_s"]) for label, r in results)
-    if "bare yardstick app" in rates:
-        print(f"Tally end to end: {rates['end to end'] / rates['bare yardstick app']:.2f}x the bare app's rate", flush=True)
+    ratios = {"tally_vs_bare": None, "plan_vs_plain": None}
+    if BARE in rates:
+        ratios["tally_vs_bare"] = rates["end to end"] / rates[BARE]
+        print(f"Tally end to end: {ratios['tally_vs_bare']:.2f}x the bare app's rate", flush=True)
     if "with tracking plan" in rates:
-        print(f"tracking plan checked on every event: {rates['with tracking plan'] / rates['end to end']:.0%} "
+        ratios["plan_vs_plain"] = rates["with tracking plan"] / rates["end to end"]
+        print(f"tracking plan checked on every event: {ratios['plan_vs_plain']:.0%} "
               "of the unchecked end-to-end rate", flush=True)
+    if args.json_path:
+        document = report(args, (copy_before, copy_cpu), (copy_after, copy_after_cpu), results, ratios)
+        Path(args.json_path).write_text(json.dumps(document, indent=2) + "\n")
 
+
+def report(
+    args: argparse.Namespace, before: tuple[float, dict], after: tuple[float, dict],
+    results: list[tuple[str, dict]], ratios: dict,
+) -> dict:
+    """Every figure main() prints, as one JSON-ready document: rates in events/s, latencies in
+    ms, CPU in microseconds per event, ratios as fractions (0.39, not 39%); unrounded."""
+    copy = (before[0] + after[0]) / 2
+
+    def copy_run(rate: float, cpu: dict) -> dict:
+        return {"events_per_s": rate,
+                "cpu_us_per_event": {"postgres_and_rest": cpu["postgres"], "copy_client": cpu["client"]}}
+
+    return {
+        "settings": {
+            "events": args.events, "copy_events": args.copy_events, "workers": args.workers,
+            "clients": args.clients, "batch": args.batch, "pool_size": args.pool_size, "writers": args.writers,
+        },
+        "copy": {
+            "connections": 2, "batch": 1000,
+            "before": copy_run(*before), "after": copy_run(*after), "reference_events_per_s": copy,
+        },
+        "phases": [
+            {
+                "name": label,
+                "pool_size": BARE_POOL if label == BARE else args.pool_size,
+                "writers": None if label == BARE else args.writers,
+                "events_per_s": r["events_per_s"],
+                "ratio_to_copy": r["events_per_s"] / copy,
+                "p50_ms": r["p50_ms"],
+                "p99_ms": r["p99_ms"],
+                "statuses": {str(status): n for status, n in sorted(r["statuses"].items())},
+                "requests_with_rejections": r["rejected_requests"],
+                "rejected_events": r["rejected_events"],
+                "connections_per_worker": r["split"],
+                "cpu_us_per_event": {
+                    "server": r["cpu"]["server"], "postgres_and_rest": r["cpu"]["postgres"],
+                    "load_generator": r["cpu"]["client"],
+                },
+            }
+            for label, r in results
+        ],
+        "ratios": ratios,
+    }
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,9 @@
 """Segment-shaped events of about 560 bytes, as the benchmarks and locust send them, and the
 tracking-plan schema their properties satisfy (10 typed properties, required fields, enums,
-a format), which the ingest benchmark's checked variant registers for every event name."""
+a format), which the ingest benchmark's checked variant registers for every event name.
+Also the one home of what the generators share: the event names and their popularity, and the
+column list and types of a binary COPY into `events` (the ingest benchmark's raw-COPY yardstick
+and the query benchmark's seeding tool, loadtests/seed.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +13,19 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 EVENT_NAMES = [f"Event {i:03d}" for i in range(200)]
-# Zipf-like popularity (weight 1/rank), as in the query benchmark's dataset (loadtests/seed.py):
-# real products send a few events far more often than the rest.
+# Zipf-like popularity (weight 1/rank), here and in the query benchmark's dataset (loadtests/seed.py):
+# real products send a few events far more often than the rest. Cumulative weights, for
+# random.choices(cum_weights=...); the first n of them are the weights of the first n names.
 NAME_WEIGHTS = list(itertools.accumulate(1 / (i + 1) for i in range(len(EVENT_NAMES))))
+# A binary COPY into `events`: its columns, in order, and the type of each.
+COPY_COLUMNS = (
+    "project_id", "message_id", "type", "event", "user_id", "anonymous_id", "ts",
+    "original_timestamp", "sent_at", "received_at", "properties", "context", "traits", "extra",
+)
+COPY_TYPES = (
+    "text", "text", "text", "text", "text", "text", "timestamptz",
+    "timestamptz", "timestamptz", "timestamptz", "jsonb", "jsonb", "jsonb", "jsonb",
+)
 PLANS = ["free", "pro", "team", "enterprise"]
 CURRENCIES = ["EUR", "USD", "GBP"]
 

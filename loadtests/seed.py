@@ -14,7 +14,6 @@ A comment on `events` records the parameters, so `bench_query` reuses a matching
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import random
 import sys
@@ -25,20 +24,12 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 from psycopg.types.json import set_json_dumps
 
+from loadtests.events import COPY_COLUMNS, COPY_TYPES, EVENT_NAMES, NAME_WEIGHTS
 from shared.settings import Settings
 from tally.migrate import upgrade
 
 UTC = timezone.utc
-EVENT_NAMES = [f"Event {i:03d}" for i in range(200)]
 CHUNK = 50_000
-COLUMNS = (
-    "project_id", "message_id", "type", "event", "user_id", "anonymous_id", "ts",
-    "original_timestamp", "sent_at", "received_at", "properties", "context", "traits", "extra",
-)
-TYPES = (
-    "text", "text", "text", "text", "text", "text", "timestamptz",
-    "timestamptz", "timestamptz", "timestamptz", "jsonb", "jsonb", "jsonb", "jsonb",
-)
 
 
 def marker(args: argparse.Namespace) -> str:
@@ -84,7 +75,7 @@ def rows(args: argparse.Namespace, rng: random.Random, offset: int = 0):
     """Yield chunks of rows; random draws are made in bulk per chunk (the loop is the cost)."""
     projects = project_ids(args.projects)
     names = EVENT_NAMES[: args.names]
-    weights = list(itertools.accumulate(1 / (i + 1) for i in range(len(names))))
+    weights = NAME_WEIGHTS[: args.names]
     properties, contexts = _payload_pools(rng)
     span_us = args.days * 86_400_000_000
     start = args.end - timedelta(days=args.days)
@@ -120,8 +111,8 @@ def copy_part(args: argparse.Namespace, part: int, parts: int) -> int:
         # Pre-serialised JSON text goes through the jsonb dumper unchanged.
         set_json_dumps(lambda value: value if isinstance(value, str) else json.dumps(value), context=conn)
         with conn.cursor() as cur:
-            with cur.copy(f"COPY events ({', '.join(COLUMNS)}) FROM STDIN WITH (FORMAT BINARY)") as copy:
-                copy.set_types(TYPES)
+            with cur.copy(f"COPY events ({', '.join(COPY_COLUMNS)}) FROM STDIN WITH (FORMAT BINARY)") as copy:
+                copy.set_types(COPY_TYPES)
                 for chunk in rows(mine, rng, offset=part):
                     for row in chunk:
                         copy.write_row(row)

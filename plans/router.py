@@ -9,21 +9,18 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import Response
 
 from plans import service
-from plans.schemas import MAX_EVENT_LENGTH, NO_NUL, SchemaIn, SchemaPage, SchemaReplace, SchemaResult
+from plans.schemas import NO_NUL, SchemaIn, SchemaPage, SchemaReplace, SchemaResult
 from shared.auth import Admin
-from shared.db import Pool
 from shared.body import read_raw
-from shared.errors import problem_responses
+from shared.events import MAX_EVENT_NAME
+from shared.openapi import answers, raw_body
+from shared.services import ServicesDep
 
 router = APIRouter(tags=["tracking plan"])
-# Request bodies are read raw (orjson, then the model); these models document them.
-PLAN_MODELS = (SchemaIn, SchemaReplace)
+# Request bodies are read raw (shared.body: bounded, exact numbers); these models document them.
+DOCUMENTED_MODELS = [SchemaIn, SchemaReplace]
 
-COMMON = {
-    401: "Missing or invalid credentials",
-    403: "Token lacks scope admin",
-    503: "Database unavailable; retry after Retry-After",
-}
+NAME_ERROR = f"Event name empty, over {MAX_EVENT_NAME} characters or holding NUL"
 BODY_ERRORS = {
     400: "Body is not valid JSON (invalid_json)",
     413: "Body over TALLY_MAX_BODY_BYTES",
@@ -32,7 +29,7 @@ BODY_ERRORS = {
 }
 
 Event = Annotated[str, Path(
-    min_length=1, max_length=MAX_EVENT_LENGTH, pattern=NO_NUL,
+    min_length=1, max_length=MAX_EVENT_NAME, pattern=NO_NUL,
     description="The event name, percent-encoded; it may contain spaces, slashes and any Unicode.",
 )]
 IfMatch = Annotated[str | None, Header(
@@ -43,13 +40,8 @@ IfNoneMatch = Annotated[str | None, Header(
 )]
 
 
-def _body_doc(model) -> dict:
-    schema_ref = {"$ref": f"#/components/schemas/{model.__name__}"}
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema_ref}}}}
-
-
-async def _read(request: Request) -> bytes:
-    return await read_raw(request, request.app.state.settings.max_body_bytes)
+async def _read(request: Request, services: ServicesDep) -> bytes:
+    return await read_raw(request, services.settings.max_body_bytes)
 
 
 def _answer(resource: service.Resource, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -72,32 +64,31 @@ ETAG_HEADER = {"ETag": {"description": "Strong ETag of this version, new on ever
     "/v1/schemas", status_code=201, response_model=SchemaResult,
     responses={
         201: {"headers": {**ETAG_HEADER, "Location": {"description": "The schema's URL.", "schema": {"type": "string"}}}},
-        **problem_responses({**COMMON, **BODY_ERRORS, 409: "This event already has a schema (schema_exists)"}),
+        **answers("admin", {**BODY_ERRORS, 409: "This event already has a schema (schema_exists)"}),
     },
-    openapi_extra=_body_doc(SchemaIn), summary="Create the schema of an event name",
+    openapi_extra=raw_body("SchemaIn"), summary="Create the schema of an event name",
 )
-async def create(request: Request, principal: Admin, pool: Pool) -> Response:
-    settings = request.app.state.settings
-    resource = await service.create_schema(pool, principal, await _read(request), settings.max_schema_bytes)
+async def create(request: Request, principal: Admin, services: ServicesDep) -> Response:
+    body = await _read(request, services)
+    resource = await service.create_schema(services.pool, principal, body, services.settings.max_schema_bytes)
     return _answer(resource, 201, {"Location": location(resource.event)})
 
 
 @router.get(
     "/v1/schemas", response_model=SchemaPage,
-    responses=problem_responses({
-        **COMMON, 400: "The cursor was altered, or issued for another project (invalid_cursor)",
+    responses=answers("admin", {
+        400: "The cursor was altered, or issued for another project (invalid_cursor)",
         422: "limit out of 1 to 1000",
     }),
     summary="The project's schemas by event name (byte order), keyset-paginated",
 )
 async def list_(
-    request: Request,
     principal: Admin,
-    pool: Pool,
+    services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
 ) -> Response:
-    body = await service.list_schemas(pool, principal, limit, cursor, request.app.state.cursor_key)
+    body = await service.list_schemas(services.pool, principal, limit, cursor, services.cursor_key)
     return Response(body, media_type="application/json")
 
 
@@ -106,12 +97,12 @@ async def list_(
     responses={
         200: {"headers": ETAG_HEADER},
         304: {"description": "If-None-Match holds the current ETag", "headers": ETAG_HEADER},
-        **problem_responses({**COMMON, 404: "No schema for this event (schema_not_found)", 422: "Event name empty, over 200 characters or holding NUL"}),
+        **answers("admin", {404: "No schema for this event (schema_not_found)", 422: NAME_ERROR}),
     },
     summary="One event's schema, with its ETag",
 )
-async def read(principal: Admin, pool: Pool, event: Event, if_none_match: IfNoneMatch = None) -> Response:
-    resource = await service.get_schema(pool, principal, event)
+async def read(principal: Admin, services: ServicesDep, event: Event, if_none_match: IfNoneMatch = None) -> Response:
+    resource = await service.get_schema(services.pool, principal, event)
     if service.none_match(if_none_match, resource.etag):
         return Response(status_code=304, headers={"ETag": resource.etag})
     return _answer(resource)
@@ -121,34 +112,35 @@ async def read(principal: Admin, pool: Pool, event: Event, if_none_match: IfNone
     "/v1/schemas/{event:path}", response_model=SchemaResult,
     responses={
         200: {"headers": ETAG_HEADER},
-        **problem_responses({
-            **COMMON, **BODY_ERRORS,
+        **answers("admin", {
+            **BODY_ERRORS,
             404: "No schema for this event; create it with POST /v1/schemas (schema_not_found)",
             412: "If-Match was sent and is not the current ETag, or there is no schema (precondition_failed)",
             422: BODY_ERRORS[422] + "; or the body's event is not the path's (event_mismatch)",
         }),
     },
-    openapi_extra=_body_doc(SchemaReplace),
+    openapi_extra=raw_body("SchemaReplace"),
     summary="Replace an existing schema (the version goes up by one)",
 )
-async def replace(request: Request, principal: Admin, pool: Pool, event: Event, if_match: IfMatch = None) -> Response:
-    settings = request.app.state.settings
+async def replace(
+    request: Request, principal: Admin, services: ServicesDep, event: Event, if_match: IfMatch = None
+) -> Response:
+    body = await _read(request, services)
     resource = await service.replace_schema(
-        pool, principal, event, await _read(request), service.if_match(if_match), settings.max_schema_bytes,
+        services.pool, principal, event, body, service.if_match(if_match), services.settings.max_schema_bytes,
     )
     return _answer(resource)
 
 
 @router.delete(
     "/v1/schemas/{event:path}", status_code=204,
-    responses=problem_responses({
-        **COMMON,
+    responses=answers("admin", {
         404: "No schema for this event (schema_not_found)",
         412: "If-Match was sent and is not the current ETag, or there is no schema (precondition_failed)",
-        422: "Event name empty, over 200 characters or holding NUL",
+        422: NAME_ERROR,
     }),
     summary="Delete an event's schema",
 )
-async def delete(principal: Admin, pool: Pool, event: Event, if_match: IfMatch = None) -> Response:
-    await service.delete_schema(pool, principal, event, service.if_match(if_match))
+async def delete(principal: Admin, services: ServicesDep, event: Event, if_match: IfMatch = None) -> Response:
+    await service.delete_schema(services.pool, principal, event, service.if_match(if_match))
     return Response(status_code=204)

@@ -1,4 +1,4 @@
-"""Request and response bodies of /v1/schemas (read raw and decoded by shared.body.decode)."""
+"""Request and response bodies of /v1/schemas (read raw and decoded by shared.body.as_model)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-MAX_EVENT_LENGTH = 200  # as ingest: an event name is 1 to 200 characters
+from shared.events import MAX_EVENT_NAME
+
 MAX_DESCRIPTION_LENGTH = 2000
 NO_NUL = r"^[^\x00]*$"  # for names in paths; Postgres text cannot hold NUL
 
@@ -21,7 +22,8 @@ def _storable(value: str) -> str:
 
 Mode = Literal["enforce", "flag"]
 EventName = Annotated[
-    str, Field(min_length=1, max_length=MAX_EVENT_LENGTH, description="1 to 200 characters."), AfterValidator(_storable)
+    str, Field(min_length=1, max_length=MAX_EVENT_NAME, description=f"1 to {MAX_EVENT_NAME} characters."),
+    AfterValidator(_storable),
 ]
 Description = Annotated[str, Field(max_length=MAX_DESCRIPTION_LENGTH), AfterValidator(_storable)]
 # `schema` is a BaseModel attribute, so the field is `schema_`, sent and returned as `schema`.

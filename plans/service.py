@@ -19,32 +19,11 @@ from psycopg_pool import AsyncConnectionPool
 
 from plans import sql
 from plans.schemas import SchemaIn, SchemaReplace
-from shared.body import decode
-from shared import cursor
+from shared import cursor, jsonb
 from shared.auth import Principal
-from shared.errors import Conflict, NotFound, PreconditionFailed, Unprocessable
-from shared.jsonb import holds_nul
-from shared.tracking_plan import InvalidSchema, compile_schema
-
-
-class SchemaExists(Conflict):
-    code, title = "schema_exists", "This event already has a schema"
-
-
-class SchemaNotFound(NotFound):
-    code, title = "schema_not_found", "No schema for this event"
-
-
-class InvalidSchemaError(Unprocessable):
-    code, title = "invalid_schema", "Not a usable JSON Schema (draft 2020-12)"
-
-
-class SchemaTooLarge(Unprocessable):
-    code, title = "schema_too_large", "Schema too large"
-
-
-class EventMismatch(Unprocessable):
-    code, title = "event_mismatch", "The body names another event than the path"
+from shared.body import as_model
+from shared.errors import EventMismatch, InvalidSchema, PreconditionFailed, SchemaExists, SchemaNotFound, SchemaTooLarge
+from shared.json_schema import SchemaCompileError, compile_schema
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,18 +74,15 @@ def none_match(header: str | None, etag: str) -> bool:
 def _checked(schema: dict[str, Any], max_bytes: int) -> str:
     """The schema as JSON text to store, or 422 saying why it cannot be a plan schema."""
     try:
-        encoded = orjson.dumps(schema)
-    except orjson.JSONEncodeError:
-        # orjson writes at most 254 levels; jsonschema-rs compiles about as many.
-        raise InvalidSchemaError("schema is nested too deeply") from None
+        encoded = jsonb.encode(schema)
+    except jsonb.NotStorable as exc:
+        raise InvalidSchema(f"the schema cannot be stored exactly as sent: {exc}") from None
     if len(encoded) > max_bytes:
         raise SchemaTooLarge(f"schema is {len(encoded)} bytes as JSON; the limit is {max_bytes}")
-    if holds_nul(encoded):
-        raise InvalidSchemaError("schema contains a NUL character (\\u0000), which cannot be stored")
     try:
         compile_schema(schema)
-    except InvalidSchema as exc:
-        raise InvalidSchemaError(str(exc)) from None
+    except SchemaCompileError as exc:
+        raise InvalidSchema(str(exc)) from None
     return encoded.decode()
 
 
@@ -135,7 +111,7 @@ def _missing(event: str, condition: IfMatch) -> Exception:
 
 
 async def create_schema(pool: AsyncConnectionPool, principal: Principal, body: bytes, max_schema_bytes: int) -> Resource:
-    given = decode(body, SchemaIn)
+    given = as_model(body, SchemaIn)
     params = {
         "project": principal.project, "event": given.event, "schema": _checked(given.schema_, max_schema_bytes),
         "mode": given.mode, "description": given.description, "sub": principal.sub, "etag": new_tag(),
@@ -177,7 +153,7 @@ async def replace_schema(
     pool: AsyncConnectionPool, principal: Principal, event: str, body: bytes, condition: IfMatch,
     max_schema_bytes: int,
 ) -> Resource:
-    given = decode(body, SchemaReplace)
+    given = as_model(body, SchemaReplace)
     if given.event is not None and given.event != event:
         raise EventMismatch(f"the body names event {given.event!r}, the path {event!r}")
     params = {

@@ -21,17 +21,11 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 
-def invalid(parameter: str, message: str) -> InvalidParameter:
-    return InvalidParameter(
-        f"{parameter}: {message}", errors=[{"location": f"query.{parameter}", "message": message}]
-    )
-
-
 def parse_zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise invalid("tz", f"{name[:64]!r} is not an IANA time zone (like UTC or America/New_York)") from None
+        raise InvalidParameter.of("tz", f"{name[:64]!r} is not an IANA time zone (like UTC or America/New_York)") from None
 
 
 def parse_instant(value: str, parameter: str, zone: ZoneInfo) -> datetime:
@@ -39,15 +33,15 @@ def parse_instant(value: str, parameter: str, zone: ZoneInfo) -> datetime:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise invalid(parameter, f"{value[:64]!r} is not an ISO-8601 date or time") from None
+        raise InvalidParameter.of(parameter, f"{value[:64]!r} is not an ISO-8601 date or time") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=zone)
     try:
         instant = parsed.astimezone(UTC)
     except OverflowError:
-        raise invalid(parameter, "out of range") from None
+        raise InvalidParameter.of(parameter, "out of range") from None
     if not EPOCH <= instant < LATEST:
-        raise invalid(parameter, f"must be between {EPOCH.year} and {LATEST.year}")
+        raise InvalidParameter.of(parameter, f"must be between {EPOCH.year} and {LATEST.year}")
     return instant
 
 

@@ -11,24 +11,27 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import islice
+from zoneinfo import ZoneInfo
+from typing import Any
 
 import orjson
 from psycopg import AsyncConnection
+from psycopg.rows import namedtuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from query import sql
-from query.buckets import UTC, Bucket, Grid, floor_hour, from_micros, invalid, micros, parse_instant, parse_zone
+from query.buckets import UTC, Bucket, Grid, floor_hour, from_micros, micros, parse_instant, parse_zone
 from shared import cursor
 from shared.auth import Principal
-from shared.errors import NotFound
-from shared.metrics import Metrics
+from shared.errors import InvalidParameter, NotFound
+from shared.metrics import DURATION_BUCKETS, Metrics
 
 METRICS = ("count", "unique_users")
 DEFAULT_RANGE = timedelta(days=7)
+UTC_ZONE = ZoneInfo("UTC")
 # Buckets fetched per round trip grow 1, 4, 16...: a full page usually needs one short window,
 # and sparse data is found in a few steps instead of aggregating the whole range at once.
 FIRST_WINDOW, WINDOW_GROWTH, MAX_WINDOW = 1, 4, 1024
-DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 ROW_BUCKETS = (0, 1, 10, 50, 100, 250, 500, 1000)
 
 
@@ -47,7 +50,19 @@ class QueryMetrics:
         self.rows.labels(endpoint).observe(rows)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
+class QueryServices:
+    """What a query request needs besides its principal and parameters; one per process."""
+
+    pool: AsyncConnectionPool
+    metrics: QueryMetrics
+
+    @classmethod
+    def create(cls, pool: AsyncConnectionPool, metrics: Metrics) -> QueryServices:
+        return cls(pool=pool, metrics=QueryMetrics(metrics))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AggregateParams:
     start: str | None
     end: str | None
@@ -59,7 +74,7 @@ class AggregateParams:
     cursor: str | None
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class EventFilters:
     events: list[str] | None
     user: str | None
@@ -76,21 +91,23 @@ def parse_metrics(value: str) -> list[str]:
     names = [name.strip() for name in value.split(",") if name.strip()]
     unknown = [name for name in names if name not in METRICS]
     if not names or unknown:
-        raise invalid("metrics", f"use a comma list of {', '.join(METRICS)}; unknown: {', '.join(unknown)}")
+        raise InvalidParameter.of("metrics", f"use a comma list of {', '.join(METRICS)}; unknown: {', '.join(unknown)}")
     return [name for name in METRICS if name in names]
+
+
+def _ordered(start: datetime | None, end: datetime | None) -> None:
+    if start is not None and end is not None and start > end:
+        raise InvalidParameter.of("from", "must not be after to")
 
 
 def _range(start: datetime | None, end: datetime | None, now: datetime) -> tuple[datetime, datetime]:
     end = end if end is not None else now
     start = start if start is not None else end - DEFAULT_RANGE
-    if start > end:
-        raise invalid("from", "must not be after to")
+    _ordered(start, end)
     return start, end
 
 
-async def aggregates(
-    pool: AsyncConnectionPool, principal: Principal, p: AggregateParams, key: bytes, metrics: QueryMetrics
-) -> bytes:
+async def aggregates(services: QueryServices, principal: Principal, p: AggregateParams, key: bytes) -> bytes:
     started = time.perf_counter()
     zone = parse_zone(p.tz)
     wanted = parse_metrics(p.metrics)
@@ -110,10 +127,10 @@ async def aggregates(
         start, end = _range(start, end, datetime.now(UTC))
     grid = Grid(p.interval, zone, start, end)
 
-    rows: list[tuple] = []
+    rows: list[CountRow] = []
     buckets = grid.buckets_from(after[0] if after else grid.label_of(start))
     size = FIRST_WINDOW
-    async with pool.connection() as conn:
+    async with services.pool.connection() as conn:
         while len(rows) <= p.limit:
             window = list(islice(buckets, size))
             if not window:
@@ -133,23 +150,31 @@ async def aggregates(
     if len(rows) > p.limit:
         rows = rows[: p.limit]
         last = rows[-1]
-        next_cursor = cursor.issue(key, principal.project, scope, [micros(start), micros(end), micros(last[0]), last[1]])
+        next_cursor = cursor.issue(key, principal.project, scope, [micros(start), micros(end), micros(last.label), last.event])
     data = []
     for row in rows:
-        item = {"bucket": grid.render(row[0]), "event": row[1]}
+        item = {"bucket": grid.render(row.label), "event": row.event}
         if "count" in wanted:
-            item["count"] = row[2]
+            item["count"] = row.n
         if "unique_users" in wanted:
-            item["unique_users"] = row[3]
+            item["unique_users"] = row.users
         data.append(item)
-    metrics.observe("aggregates", started, len(data))
+    services.metrics.observe("aggregates", started, len(data))
     return orjson.dumps({"data": data, "next_cursor": next_cursor})
+
+
+@dataclass(frozen=True, slots=True)
+class CountRow:
+    label: datetime
+    event: str
+    n: int
+    users: int | None  # None unless unique users were asked for
 
 
 async def _counts(
     conn: AsyncConnection, project: str, window: list[Bucket], events: list[str] | None,
     after: tuple[datetime, str] | None, unique_users: bool, limit: int,
-) -> list[tuple]:
+) -> list[CountRow]:
     statement = sql.counts_window(events=events is not None, after=after is not None, unique_users=unique_users)
     params = {
         "project": project,
@@ -165,27 +190,23 @@ async def _counts(
         "after_event": after[1] if after else None,
         "limit": limit,
     }
-    cur = await conn.execute(statement, params)
-    return [(r[0], r[1], r[2], r[3] if unique_users else None) for r in await cur.fetchall()]
+    cur = await conn.cursor(row_factory=namedtuple_row).execute(statement, params)
+    return [CountRow(r.label, r.event, r.n, r.users if unique_users else None) for r in await cur.fetchall()]
 
 
 async def _next_hour_with_events(conn: AsyncConnection, project: str, at: datetime) -> datetime | None:
     # Every stored event is in the hourly counts or their unfolded deltas, so the first hour at
     # or after `at` holding any is a lower bound for the next bucket with rows (filtered or not).
     cur = await conn.execute(sql.NEXT_HOUR_WITH_EVENTS, {"project": project, "at": floor_hour(at)})
-    row = await cur.fetchone()
-    return None if row is None or row[0] is None else max(row[0], at)
+    (first,) = await cur.fetchone()
+    return None if first is None else max(first, at)
 
 
-async def list_events(
-    pool: AsyncConnectionPool, principal: Principal, f: EventFilters, key: bytes, metrics: QueryMetrics
-) -> bytes:
+async def list_events(services: QueryServices, principal: Principal, f: EventFilters, key: bytes) -> bytes:
     started = time.perf_counter()
-    zone = parse_zone("UTC")
-    start = parse_instant(f.start, "from", zone) if f.start is not None else None
-    end = parse_instant(f.end, "to", zone) if f.end is not None else None
-    if start is not None and end is not None and start > end:
-        raise invalid("from", "must not be after to")
+    start = parse_instant(f.start, "from", UTC_ZONE) if f.start is not None else None
+    end = parse_instant(f.end, "to", UTC_ZONE) if f.end is not None else None
+    _ordered(start, end)
     events = sorted(set(f.events)) if f.events else None
     scope = cursor.scope_of(
         "events", events=events, user=f.user, type=f.type,
@@ -196,56 +217,58 @@ async def list_events(
     if f.cursor is not None:
         after_ts, after_id = cursor.open_cursor(key, principal.project, scope, f.cursor)
         after = (from_micros(after_ts), after_id)
-    statement = sql.list_events(
-        events=events is not None, user=f.user is not None, type_=f.type is not None,
-        start=start is not None, end=end is not None, after=after is not None, violations=f.violations,
-    )
     params = {
         "project": principal.project, "events": events, "user": f.user, "type": f.type,
         "start": start, "end": end, "limit": f.limit + 1,
         "after_ts": after[0] if after else None, "after_id": after[1] if after else None,
     }
-    async with pool.connection() as conn:
-        rows = await (await conn.execute(statement, params)).fetchall()
+    filters = {name for name in ("events", "user", "type", "start", "end") if params[name] is not None}
+    if after is not None:
+        filters.add("after")
+    if f.violations is not None:
+        filters.add("violations" if f.violations else "no_violations")
+    async with services.pool.connection() as conn:
+        cur = conn.cursor(row_factory=namedtuple_row)
+        rows = await (await cur.execute(sql.list_events(frozenset(filters)), params)).fetchall()
     next_cursor = None
     if len(rows) > f.limit:
         rows = rows[: f.limit]
-        next_cursor = cursor.issue(key, principal.project, scope, [micros(rows[-1][5]), rows[-1][0]])
-    metrics.observe("events", started, len(rows))
+        next_cursor = cursor.issue(key, principal.project, scope, [micros(rows[-1].ts), rows[-1].message_id])
+    services.metrics.observe("events", started, len(rows))
     return orjson.dumps({"data": [_event_item(r) for r in rows], "next_cursor": next_cursor}, option=orjson.OPT_UTC_Z)
 
 
-async def get_event(pool: AsyncConnectionPool, principal: Principal, message_id: str, metrics: QueryMetrics) -> bytes:
+async def get_event(services: QueryServices, principal: Principal, message_id: str) -> bytes:
     started = time.perf_counter()
-    async with pool.connection() as conn:
-        row = await (await conn.execute(sql.GET_EVENT, {"project": principal.project, "message_id": message_id})).fetchone()
-    metrics.observe("event", started, 0 if row is None else 1)
+    async with services.pool.connection() as conn:
+        cur = conn.cursor(row_factory=namedtuple_row)
+        row = await (await cur.execute(sql.GET_EVENT, {"project": principal.project, "message_id": message_id})).fetchone()
+    services.metrics.observe("event", started, 0 if row is None else 1)
     if row is None:
         raise NotFound("no event with this messageId in your project")
     return orjson.dumps(_event_item(row), option=orjson.OPT_UTC_Z)
 
 
-def _event_item(row: tuple) -> dict:
-    # JSON columns are read as text and embedded as-is: no parse and re-dump per event.
-    (message_id, type_, event, user_id, anonymous_id, ts, original, sent_at, received_at,
-     properties, context, traits, extra, violations) = row
+def _event_item(row: Any) -> dict:
+    """An EventRow from a row of sql.EVENT_COLUMNS. JSON columns are read as text and embedded
+    as they are: no parse and re-dump per event."""
     return {
-        "messageId": message_id,
-        "type": type_,
-        "event": event,
-        "userId": user_id,
-        "anonymousId": anonymous_id,
-        "timestamp": ts,
-        "originalTimestamp": original,
-        "sentAt": sent_at,
-        "receivedAt": received_at,
-        "properties": _json(properties),
-        "context": _json(context),
-        "traits": _json(traits),
-        "extra": _json(extra),
-        "violations": _json(violations),
+        "messageId": row.message_id,
+        "type": row.type,
+        "event": row.event,
+        "userId": row.user_id,
+        "anonymousId": row.anonymous_id,
+        "timestamp": row.ts,
+        "originalTimestamp": row.original_timestamp,
+        "sentAt": row.sent_at,
+        "receivedAt": row.received_at,
+        "properties": _fragment(row.properties),
+        "context": _fragment(row.context),
+        "traits": _fragment(row.traits),
+        "extra": _fragment(row.extra),
+        "violations": _fragment(row.violations),
     }
 
 
-def _json(text: str | None) -> orjson.Fragment | None:
+def _fragment(text: str | None) -> orjson.Fragment | None:
     return None if text is None else orjson.Fragment(text)

@@ -7,6 +7,10 @@ statement and Postgres switches to a generic plan.
 
 from __future__ import annotations
 
+from functools import cache
+
+from psycopg.sql import SQL, Composable, Identifier
+
 # Counts for a window of consecutive buckets, each given by the service as
 #   label: what the row shows; [lo, hi): the instants it covers (clipped to the query range);
 #   [dlo, dhi): the whole UTC days inside it, from event_counts_daily;
@@ -21,7 +25,7 @@ from __future__ import annotations
 # which is not led by ts and would walk the project's whole index. Aligned buckets have empty
 # remainders, so counts never scan raw events. Each rollup read is a range scan of its
 # primary key (project_id, bucket|day, event): a 30-day total reads 30 rows per event name.
-_COUNTS = """
+_COUNTS = SQL("""
 WITH b AS (
     SELECT * FROM unnest(
         %(label)s::timestamptz[], %(lo)s::timestamptz[], %(hi)s::timestamptz[],
@@ -62,12 +66,12 @@ FROM parts
 GROUP BY label, lo, hi, event
 ORDER BY label, event
 LIMIT %(limit)s
-"""
+""")
 
 # Exact distinct users of each row of a counts page, computed only for the page's rows: an
 # index-only scan of ix_events_project_event_ts (project_id, event, ts) INCLUDE (user_id,
 # anonymous_id) over [lo, hi) per row. Its cost is the number of events the page covers.
-_UNIQUE_USERS = """
+_UNIQUE_USERS = SQL("""
 SELECT p.label, p.event, p.n, (
     SELECT count(DISTINCT coalesce(e.user_id, e.anonymous_id))
     FROM events e
@@ -75,19 +79,26 @@ SELECT p.label, p.event, p.n, (
 ) AS users
 FROM ({counts}) AS p
 ORDER BY p.label, p.event
-"""
+""")
 
 
-def counts_window(*, events: bool, after: bool, unique_users: bool) -> str:
+@cache
+def counts_window(*, events: bool, after: bool, unique_users: bool) -> Composable:
     """The statement for one window of buckets; `after` resumes past the cursor's (label, event)."""
-    filters = ""
-    if events:
-        filters += " AND {alias}.event = ANY(%(events)s::text[])"
-    if after:
-        filters += " AND (b.label, {alias}.event) > (%(after_label)s::timestamptz, %(after_event)s::text)"
+
+    def filters(alias: str) -> Composable:
+        table = Identifier(alias)
+        parts = []
+        if events:
+            parts.append(SQL(" AND {}.event = ANY(%(events)s::text[])").format(table))
+        if after:
+            parts.append(SQL(
+                " AND (b.label, {}.event) > (%(after_label)s::timestamptz, %(after_event)s::text)"
+            ).format(table))
+        return SQL("").join(parts)
+
     counts = _COUNTS.format(
-        daily_filters=filters.format(alias="d"), hourly_filters=filters.format(alias="c"),
-        delta_filters=filters.format(alias="x"), raw_filters=filters.format(alias="e"),
+        daily_filters=filters("d"), hourly_filters=filters("c"), delta_filters=filters("x"), raw_filters=filters("e"),
     )
     return _UNIQUE_USERS.format(counts=counts) if unique_users else counts
 
@@ -104,48 +115,49 @@ SELECT min(bucket) FROM (
 ) AS first_hours
 """
 
-EVENT_COLUMNS = """
+EVENT_COLUMNS = SQL("""
 message_id, type, event, user_id, anonymous_id, ts, original_timestamp, sent_at, received_at,
-properties::text, context::text, traits::text, extra::text, violations::text
-"""
+properties::text AS properties, context::text AS context, traits::text AS traits, extra::text AS extra,
+violations::text AS violations
+""")
 
 # Newest first, keyset on (ts, message_id), the order of ix_events_project_ts. Filtered by one
 # event name, ix_events_project_event_ts is read backwards (ties on ts sorted incrementally);
 # by user, a BitmapOr of the user_id and anonymous_id indexes; flagged events only, the partial
-# ix_events_project_violations_ts. `ts <= after_ts` repeats the
-# row comparison's leading column so every index can use it as a bound.
-_LIST_EVENTS = """
+# ix_events_project_violations_ts. `ts <= after_ts` repeats the row comparison's leading column
+# so every index can use it as a bound.
+_LIST_EVENTS = SQL("""
 SELECT {columns}
 FROM events
 WHERE project_id = %(project)s {filters}
 ORDER BY ts DESC, message_id DESC
 LIMIT %(limit)s
-"""
+""")
+
+# Each optional filter of the listing, spliced in when its parameter is given.
+_EVENT_FILTERS = {
+    "violations": SQL(" AND violations IS NOT NULL"),
+    "no_violations": SQL(" AND violations IS NULL"),
+    "events": SQL(" AND event = ANY(%(events)s::text[])"),
+    "user": SQL(" AND (user_id = %(user)s OR anonymous_id = %(user)s)"),
+    "type": SQL(" AND type = %(type)s"),
+    "start": SQL(" AND ts >= %(start)s"),
+    "end": SQL(" AND ts < %(end)s"),
+    "after": SQL(" AND ts <= %(after_ts)s AND (ts, message_id) < (%(after_ts)s::timestamptz, %(after_id)s::text)"),
+}
 
 
-def list_events(
-    *, events: bool, user: bool, type_: bool, start: bool, end: bool, after: bool, violations: bool | None = None
-) -> str:
-    filters = ""
-    if violations is not None:
-        filters += " AND violations IS NOT NULL" if violations else " AND violations IS NULL"
-    if events:
-        filters += " AND event = ANY(%(events)s::text[])"
-    if user:
-        filters += " AND (user_id = %(user)s OR anonymous_id = %(user)s)"
-    if type_:
-        filters += " AND type = %(type)s"
-    if start:
-        filters += " AND ts >= %(start)s"
-    if end:
-        filters += " AND ts < %(end)s"
-    if after:
-        filters += (
-            " AND ts <= %(after_ts)s"
-            " AND (ts, message_id) < (%(after_ts)s::timestamptz, %(after_id)s::text)"
-        )
-    return _LIST_EVENTS.format(columns=EVENT_COLUMNS, filters=filters)
+@cache
+def list_events(filters: frozenset[str]) -> Composable:
+    """The listing with the named filters of _EVENT_FILTERS, in a fixed order."""
+    unknown = filters - _EVENT_FILTERS.keys()
+    assert not unknown, unknown
+    return _LIST_EVENTS.format(
+        columns=EVENT_COLUMNS, filters=SQL("").join(f for name, f in _EVENT_FILTERS.items() if name in filters),
+    )
 
 
 # One event by its id, within the caller's project only: another project's id is simply absent.
-GET_EVENT = f"SELECT {EVENT_COLUMNS} FROM events WHERE project_id = %(project)s AND message_id = %(message_id)s"
+GET_EVENT = SQL("SELECT {} FROM events WHERE project_id = %(project)s AND message_id = %(message_id)s").format(
+    EVENT_COLUMNS
+)

@@ -16,14 +16,19 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import jwt
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPBasic, HTTPBearer
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from shared.errors import DatabaseUnavailable, Forbidden, Unauthorized
+from shared.middleware import log_project
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from shared.services import Services
 
 SCOPES = ("ingest", "query", "admin")
 # Every key and index starts with project_id; a bound keeps them small.
@@ -52,7 +57,7 @@ class TokenVerifier:
         if self.secret is None and not self.public_keys:
             raise ValueError("no JWT secret or public key configured (TALLY_JWT_SECRET or TALLY_JWT_PUBLIC_KEYS)")
         # token -> (principal, verified until). An SDK sends the same token with every batch, and
-        # verifying its signature was a tenth of an ingest worker's CPU; the exact token string
+        # verifying a signature costs more than the rest of authorizing; the exact token string
         # verified once stays valid until its exp (plus leeway). Revocation is checked per request
         # elsewhere, so caching never outlives a revoke.
         self._verified: dict[str, tuple[Principal, float]] = {}
@@ -84,7 +89,9 @@ class TokenVerifier:
             del self._verified[token]
         principal, expires = self._verify(token)
         if len(self._verified) >= VERIFIED_CACHE_SIZE:
-            self._verified.clear()  # bounded; refilled by the tokens actually in use
+            # Bounded: the oldest entry goes (dicts keep insertion order); an evicted token is
+            # verified once more when it comes back, rather than every token at once.
+            del self._verified[next(iter(self._verified))]
         self._verified[token] = (principal, expires + self.leeway)
         return principal
 
@@ -190,16 +197,14 @@ def bearer_token(authorization: str | None) -> str:
 
 def authorize(request: Request, scope: str) -> Principal:
     """The request's principal when its token is valid, not revoked and holds `scope`; else 401/403."""
-    principal = request.app.state.verifier.verify(bearer_token(request.headers.get("authorization")))
+    services: Services = request.app.state.services
+    principal = services.verifier.verify(bearer_token(request.headers.get("authorization")))
     # An in-memory set, reloaded each second by the app (shared.revocation): no query per request.
-    revoked = getattr(request.app.state, "revoked_tokens", None)
-    if revoked is not None:
-        if not revoked.loaded:
-            raise DatabaseUnavailable("the token revocation list is not loaded yet")
-        if revoked.is_revoked(principal.project, principal.jti):
-            raise Unauthorized("token revoked")
-    # Read by the request middleware for the access log; never the token itself.
-    request.scope.setdefault("state", {})["project"] = principal.project
+    if not services.revoked.loaded:
+        raise DatabaseUnavailable("the token revocation list is not loaded yet")
+    if services.revoked.is_revoked(principal.project, principal.jti):
+        raise Unauthorized("token revoked")
+    log_project(request.scope, principal.project)
     if scope not in principal.scopes:
         # RFC 6750 section 3.1: name the scope that would have been enough.
         challenge = f'Bearer realm="tally", error="insufficient_scope", scope="{scope}"'
@@ -207,10 +212,41 @@ def authorize(request: Request, scope: str) -> Principal:
     return principal
 
 
+class _Documented:
+    """A security scheme for the OpenAPI document only: `authorize` reads the header itself, so
+    both schemes accept the same tokens and fail with the same answers."""
+
+    async def __call__(self, request: Request) -> None:
+        return None
+
+
+class BearerScheme(_Documented, HTTPBearer):
+    pass
+
+
+class WriteKeyScheme(_Documented, HTTPBasic):
+    pass
+
+
+BEARER = BearerScheme(
+    bearerFormat="JWT", scheme_name="bearer", auto_error=False,
+    description="A Tally token (`tally token`): `Authorization: Bearer <jwt>`.",
+)
+WRITE_KEY = WriteKeyScheme(
+    scheme_name="writeKey", auto_error=False,
+    description="A Segment-style write key: the same token as the Basic username, the password empty.",
+)
+
+
 def require(scope: str):
     # `async def` on purpose: FastAPI runs plain `def` dependencies in a thread pool, and a
-    # thread hop per request costs more than verifying the token itself.
-    async def dependency(request: Request) -> Principal:
+    # thread hop per request costs more than verifying the token itself. The two schemes are
+    # alternatives in the document (either is enough).
+    async def dependency(
+        request: Request,
+        _bearer: Annotated[None, Security(BEARER)],
+        _write_key: Annotated[None, Security(WRITE_KEY)],
+    ) -> Principal:
         return authorize(request, scope)
 
     dependency.__name__ = f"require_{scope}"

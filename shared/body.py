@@ -1,10 +1,10 @@
 """Reading a request body: bounded while it streams, a hang-up is the client's error, and a
-JSON body is decoded strictly.
+JSON body is decoded exactly (shared/jsonb.py) into a model.
 
 Every endpoint reads its body through here rather than through the framework, so none can be
 made to hold more than the limit or to log a client that went away as a server error; and
-malformed JSON is a 400 everywhere, while `NaN` or `1e400`, which Python's json accepts and
-jsonb cannot store, never get as far as the database.
+malformed JSON is a 400 everywhere, while a value jsonb cannot store as sent never gets as far
+as the database.
 """
 
 from __future__ import annotations
@@ -12,17 +12,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import TypeVar
 
-import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect, Request
 
-from shared.errors import BadRequest, InvalidJSON, InvalidParameter, PayloadTooLarge
+from shared import jsonb
+from shared.errors import IncompleteBody, InvalidParameter, PayloadTooLarge
 
 Model = TypeVar("Model", bound=BaseModel)
-
-
-class IncompleteBody(BadRequest):
-    code, title = "incomplete_body", "Body ended before its Content-Length"
 
 
 def too_large(limit: int) -> PayloadTooLarge:
@@ -55,12 +51,9 @@ async def read_raw(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def decode(body: bytes, model: type[Model]) -> Model:
+def as_model(body: bytes, model: type[Model]) -> Model:
     """The body as `model`, or 400 invalid_json / 422 invalid_parameter naming each bad field."""
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidJSON(f"body is not valid JSON: {str(exc)[:200]}") from None
+    value = jsonb.decode(body)
     try:
         return model.model_validate(value)
     except ValidationError as exc:
@@ -73,4 +66,4 @@ def decode(body: bytes, model: type[Model]) -> Model:
 
 async def read_json(request: Request, model: type[Model], limit: int) -> Model:
     """The body, at most `limit` bytes, decoded as `model`."""
-    return decode(await read_raw(request, limit), model)
+    return as_model(await read_raw(request, limit), model)

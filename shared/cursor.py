@@ -18,17 +18,13 @@ from typing import Any
 
 import orjson
 
-from shared.errors import BadRequest
+from shared.errors import InvalidCursor
 from shared.settings import Settings
 
 VERSION = 1
 TAG_BYTES = 16  # 128-bit tag: forging one is out of reach; shorter cursors than a full digest
 MAX_CURSOR_CHARS = 2048  # a real cursor holds two keys, an event name at most 200 characters
 KEY_LABEL = b"tally/query-cursor/v1"
-
-
-class InvalidCursor(BadRequest):
-    code, title = "invalid_cursor", "Invalid cursor"
 
 
 def signing_key(settings: Settings) -> bytes:

@@ -1,6 +1,6 @@
 """The connection pool: one bounded psycopg pool per process, opened in the app's lifespan.
 
-The hot paths use psycopg directly (binary parameters, no ORM, no per-row statements); the
+The hot paths use psycopg directly (text parameters, no ORM, no per-row statements); the
 schema itself is defined once in `shared.tables` with SQLAlchemy Core for alembic.
 Session limits are set in the connection string, so they cost no extra round trip:
 a statement that runs too long is cancelled (503), a lock wait is bounded, and a transaction
@@ -14,10 +14,10 @@ import contextlib
 import os
 import socket
 import time
+import weakref
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Any
 
-from fastapi import Depends, Request
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
@@ -44,7 +44,9 @@ class BoundedPool(AsyncConnectionPool):
     OperationalError (answered 503 + Retry-After), and the pool discards the broken connection.
     """
 
-    deadline: float = 10.0
+    def __init__(self, conninfo: str, *, deadline: float, **kwargs: Any):
+        self.deadline = deadline
+        super().__init__(conninfo, **kwargs)
 
     @contextlib.asynccontextmanager
     async def connection(self, timeout: float | None = None) -> AsyncIterator[AsyncConnection]:
@@ -68,8 +70,10 @@ def abort(conn: AsyncConnection) -> None:
 
 def create_pool(settings: Settings) -> AsyncConnectionPool:
     assert settings.database_url is not None
-    pool = BoundedPool(
+    return BoundedPool(
         settings.database_url,
+        # Waiting for a connection, then a statement, plus a second of slack for the round trips.
+        deadline=settings.db_pool_timeout + settings.db_statement_timeout_ms / 1000 + 1.0,
         min_size=min(2, settings.db_pool_size),
         max_size=settings.db_pool_size,
         timeout=settings.db_pool_timeout,
@@ -89,9 +93,6 @@ def create_pool(settings: Settings) -> AsyncConnectionPool:
         },
         open=False,
     )
-    # Waiting for a connection, then a statement, plus a second of slack for the round trips.
-    pool.deadline = settings.db_pool_timeout + settings.db_statement_timeout_ms / 1000 + 1.0
-    return pool
 
 
 # A connection back in the pool for less than this is handed out without a check.
@@ -100,12 +101,17 @@ TRUST_RECENT_SECONDS = 1.0
 CHECK_DEADLINE_SECONDS = 1.0
 
 
+# When each pooled connection was last given back, by connection. Weak keys: a connection the
+# pool discards is forgotten with it.
+_RETURNED: weakref.WeakKeyDictionary[AsyncConnection, float] = weakref.WeakKeyDictionary()
+
+
 async def _mark_returned(conn: AsyncConnection) -> None:
-    conn._tally_returned = time.monotonic()  # type: ignore[attr-defined]
+    _RETURNED[conn] = time.monotonic()
 
 
 async def _check_if_idle(conn: AsyncConnection) -> None:
-    returned = getattr(conn, "_tally_returned", None)
+    returned = _RETURNED.get(conn)
     if returned is None or time.monotonic() - returned > TRUST_RECENT_SECONDS:
         # Bounded like a borrowing: a stalled server must not hold the check either.
         timer = asyncio.get_running_loop().call_later(CHECK_DEADLINE_SECONDS, abort, conn)
@@ -113,10 +119,3 @@ async def _check_if_idle(conn: AsyncConnection) -> None:
             await AsyncConnectionPool.check_connection(conn)
         finally:
             timer.cancel()
-
-
-async def get_pool(request: Request) -> AsyncConnectionPool:
-    return request.app.state.pool
-
-
-Pool = Annotated[AsyncConnectionPool[AsyncConnection], Depends(get_pool)]

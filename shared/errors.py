@@ -8,6 +8,7 @@ stable `code` and the `request_id`. Routers contain no `try`.
 from __future__ import annotations
 
 import logging
+from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -55,6 +56,8 @@ def problem_responses(descriptions: dict[int, str]) -> dict[int | str, dict[str,
 
 
 class AppError(Exception):
+    """A whole-request failure: nothing of the request is stored. Raise a subclass below."""
+
     status: int = 500
     code: str = "internal_error"
     title: str = "Internal server error"
@@ -66,6 +69,20 @@ class AppError(Exception):
         self.extra = extra
 
 
+class Retryable(AppError):
+    """503 with Retry-After: SDKs retry these with backoff, and nothing of the request was stored."""
+
+    status = 503
+
+    def __init__(self, detail: str | None = None, **extra: Any):
+        super().__init__(detail, headers={"Retry-After": "1"}, **extra)
+
+
+# The catalog: every problem code Tally answers with, by status. A code is the class's literal,
+# so a grep for a documented code lands here, and the README's table is checked against it
+# (tests/test_error_catalog.py).
+
+# 400
 class BadRequest(AppError):
     status, code, title = 400, "bad_request", "Bad request"
 
@@ -74,10 +91,19 @@ class InvalidJSON(AppError):
     status, code, title = 400, "invalid_json", "Body is not valid JSON"
 
 
-class InvalidParameter(AppError):
-    status, code, title = 422, "invalid_parameter", "Invalid parameter"
+class IncompleteBody(AppError):
+    status, code, title = 400, "incomplete_body", "Body ended before its Content-Length"
 
 
+class InvalidIdempotencyKey(AppError):
+    status, code, title = 400, "invalid_idempotency_key", "Bad request"
+
+
+class InvalidCursor(AppError):
+    status, code, title = 400, "invalid_cursor", "Invalid cursor"
+
+
+# 401, 403
 class Unauthorized(AppError):
     status, code, title = 401, "invalid_token", "Missing or invalid credentials"
 
@@ -92,14 +118,25 @@ class Forbidden(AppError):
     status, code, title = 403, "insufficient_scope", "Token lacks the scope this endpoint needs"
 
 
+# 404
 class NotFound(AppError):
     status, code, title = 404, "not_found", "Not found"
 
 
-class Conflict(AppError):
-    status, code, title = 409, "conflict", "Conflict"
+class SchemaNotFound(AppError):
+    status, code, title = 404, "schema_not_found", "No schema for this event"
 
 
+# 409
+class IdempotencyKeyInUse(AppError):
+    status, code, title = 409, "idempotency_key_in_use", "A request with this Idempotency-Key is still in flight"
+
+
+class SchemaExists(AppError):
+    status, code, title = 409, "schema_exists", "This event already has a schema"
+
+
+# 412, 413, 415
 class PreconditionFailed(AppError):
     status, code, title = 412, "precondition_failed", "Precondition failed"
 
@@ -112,22 +149,67 @@ class UnsupportedMediaType(AppError):
     status, code, title = 415, "unsupported_media_type", "Unsupported media type"
 
 
-class Unprocessable(AppError):
-    status, code, title = 422, "unprocessable", "Unprocessable content"
+# 422
+class InvalidParameter(AppError):
+    status, code, title = 422, "invalid_parameter", "Invalid parameter"
+
+    @classmethod
+    def of(cls, parameter: str, message: str, where: str = "query") -> InvalidParameter:
+        """One invalid value, named as the framework's validation names it (query.limit)."""
+        return cls(f"{parameter}: {message}", errors=[{"location": f"{where}.{parameter}", "message": message}])
 
 
-class Overloaded(AppError):
-    status, code, title = 503, "overloaded", "Too many requests in progress, retry later"
-
-    def __init__(self, detail: str | None = None, **extra: Any):
-        super().__init__(detail, headers={"Retry-After": "1"}, **extra)
+class IdempotencyKeyMismatch(AppError):
+    status, code, title = 422, "idempotency_key_mismatch", "Idempotency-Key reused with a different request"
 
 
-class DatabaseUnavailable(AppError):
-    status, code, title = 503, "database_unavailable", "Database unavailable, retry later"
+class InvalidSchema(AppError):
+    status, code, title = 422, "invalid_schema", "Not a usable JSON Schema (draft 2020-12)"
 
-    def __init__(self, detail: str | None = None, **extra: Any):
-        super().__init__(detail, headers={"Retry-After": "1"}, **extra)
+
+class SchemaTooLarge(AppError):
+    status, code, title = 422, "schema_too_large", "Schema too large"
+
+
+class EventMismatch(AppError):
+    status, code, title = 422, "event_mismatch", "The body names another event than the path"
+
+
+# 503
+class Overloaded(Retryable):
+    code, title = "overloaded", "Too many requests in progress, retry later"
+
+
+class DatabaseUnavailable(Retryable):
+    code, title = "database_unavailable", "Database unavailable, retry later"
+
+
+class SchemaBehind(Retryable):
+    code, title = "schema_behind", "Database schema behind the code"
+
+
+class Rejection(StrEnum):
+    """Per-event codes: the event alone is rejected (200, an entry in `errors`), the rest of its
+    batch is stored. ingest/checks.py raises each of them."""
+
+    INVALID_EVENT = "invalid_event"
+    MISSING_MESSAGE_ID = "missing_message_id"
+    INVALID_MESSAGE_ID = "invalid_message_id"
+    INVALID_TYPE = "invalid_type"
+    MISSING_IDENTITY = "missing_identity"
+    INVALID_USER_ID = "invalid_user_id"
+    INVALID_ANONYMOUS_ID = "invalid_anonymous_id"
+    MISSING_EVENT_NAME = "missing_event_name"
+    INVALID_EVENT_NAME = "invalid_event_name"
+    INVALID_TIMESTAMP = "invalid_timestamp"
+    TIMESTAMP_IN_FUTURE = "timestamp_in_future"
+    TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
+    INVALID_PROPERTIES = "invalid_properties"
+    INVALID_CONTEXT = "invalid_context"
+    INVALID_TRAITS = "invalid_traits"
+    UNSTORABLE_VALUE = "unstorable_value"
+    EVENT_TOO_LARGE = "event_too_large"
+    SCHEMA_VIOLATION = "schema_violation"
 
 
 def problem_response(
@@ -162,14 +244,11 @@ def _from_app_error(request: Request, exc: AppError) -> Response:
     )
 
 
-_HTTP_CODES = {
-    400: ("bad_request", "Bad request"),
-    401: ("invalid_token", "Missing or invalid credentials"),
-    403: ("forbidden", "Forbidden"),
-    404: ("not_found", "Not found"),
+# The framework's own answers (no route, wrong method) in the same catalog's words.
+HTTP_CODES = {
+    400: (BadRequest.code, BadRequest.title),
+    404: (NotFound.code, NotFound.title),
     405: ("method_not_allowed", "Method not allowed"),
-    413: ("payload_too_large", "Payload too large"),
-    415: ("unsupported_media_type", "Unsupported media type"),
 }
 
 
@@ -177,7 +256,7 @@ PROBED_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 
 def _from_http_exception(request: Request, exc: StarletteHTTPException) -> Response:
-    code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
+    code, title = HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
     detail = exc.detail if isinstance(exc.detail, str) else title
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"No route for {request.method} {request.url.path}"
@@ -206,7 +285,7 @@ def _from_validation_error(request: Request, exc: RequestValidationError) -> Res
     ]
     names = ", ".join(e["location"] for e in errors) or "request"
     return problem_response(
-        422, "invalid_parameter", "Invalid parameter", f"Invalid value for {names}",
+        InvalidParameter.status, InvalidParameter.code, InvalidParameter.title, f"Invalid value for {names}",
         _request_id(request), extra={"errors": errors},
     )
 

@@ -14,13 +14,18 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import problem_response
+from shared.errors import AppError, problem_response
 from shared.metrics import Metrics
 
 log = logging.getLogger("tally.access")
 
 # A client-supplied X-Request-ID is echoed only when it is a sane token.
 SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def log_project(scope: Scope, project: str) -> None:
+    """Name the request's project in its access-log line (the token itself is never logged)."""
+    scope.setdefault("state", {})["project"] = project
 
 
 class RequestContext:
@@ -69,7 +74,7 @@ class RequestContext:
             log.exception("unhandled error", extra={"request_id": request_id})
             if not started:
                 response = problem_response(
-                    500, "internal_error", "Internal server error",
+                    500, AppError.code, AppError.title,
                     "An unexpected error occurred; it has been logged with this request_id.",
                     request_id,
                 )

@@ -26,8 +26,9 @@ class Settings(BaseSettings):
     # A PEM public key or a JWKS file; keys are chosen by the token's `kid`.
     jwt_public_keys: Path | None = None
     jwt_leeway_seconds: int = Field(30, ge=0, le=300)
-    # HMAC key for query pagination cursors. Unset: derived from jwt_secret; with public keys
-    # only there is nothing to derive from, and an app serving queries refuses to start.
+    # HMAC key for pagination cursors (queries and the schema list). Unset: derived from
+    # jwt_secret; with public keys only there is nothing to derive from, and an app of any role
+    # refuses to start.
     cursor_secret: SecretStr | None = None
 
     db_pool_size: int = Field(10, ge=1, le=200)
@@ -43,7 +44,7 @@ class Settings(BaseSettings):
     max_batch_events: int = Field(1000, ge=1)
     # Ingest requests one process handles at once (each holds its body, then its parsed batch).
     max_inflight_requests: int = Field(64, ge=1)
-    # Ingest statements one process runs at once (ingest/admission.py: Writers); the rest
+    # Ingest statements one process runs at once (ingest/admission.py: StatementSlots); the rest
     # wait their turn in order. Keep workers x this near 2-3x the database's cores.
     ingest_writers: int = Field(3, ge=1, le=200)
     max_event_bytes: int = Field(32 * 1024, ge=256)

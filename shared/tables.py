@@ -86,8 +86,8 @@ events = Table(
     ),
 )
 
-# Counts per project, hour and event name, maintained in the ingest transaction from the rows
-# actually inserted, so aggregates never scan raw events and duplicates never inflate them.
+# Counts per project, hour and event name of the stored events, so aggregates never scan raw
+# events. Written only by the count folder (shared/counts.py) from the deltas below.
 event_counts_hourly = Table(
     "event_counts_hourly",
     metadata,
@@ -98,8 +98,8 @@ event_counts_hourly = Table(
     PrimaryKeyConstraint("project_id", "bucket", "event"),
 )
 
-# The same counts per UTC day, maintained in the same statement: a breakdown over 30 days reads
-# 30 rows per event name instead of 720 hourly ones.
+# The same counts per UTC day, folded in the same statement as the hourly ones: a breakdown
+# over 30 days reads 30 rows per event name instead of 720 hourly ones.
 event_counts_daily = Table(
     "event_counts_daily",
     metadata,
@@ -110,12 +110,11 @@ event_counts_daily = Table(
     PrimaryKeyConstraint("project_id", "day", "event"),
 )
 
-# Count increments not yet folded into the rollups above. Every ingest statement appends its
-# increments here instead of updating shared counter rows: concurrent batches of one project
-# touch the same (hour, event) rows, and row-lock waits on them serialised ingest (14 of 16
-# backends waiting on Lock:transactionid at pool size 10). One worker at a time folds these rows
-# into the rollups five times a second; readers add the rows not folded yet, so counts stay exact and
-# read-your-writes. No key: rows are appended and deleted whole.
+# Count increments not yet folded into the rollups above (shared/counts.py states the
+# invariant). Every ingest statement appends its increments here instead of updating shared
+# counter rows, on which concurrent batches of one project would wait for each other. One
+# worker at a time folds these rows into the rollups; readers add the rows not folded yet, so
+# counts stay exact and read-your-writes. No key: rows are appended and deleted whole.
 event_count_deltas = Table(
     "event_count_deltas",
     metadata,

@@ -16,9 +16,9 @@ from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
 
 from shared.auth import Admin
 from shared.body import read_json
-from shared.db import Pool
-from shared.errors import problem_responses
+from shared.openapi import answers, raw_body
 from shared.revocation import MAX_JTI_LENGTH, revoke
+from shared.services import ServicesDep
 
 router = APIRouter(tags=["admin"])
 
@@ -47,26 +47,20 @@ class RevocationResult(BaseModel):
     expires_at: datetime | None
 
 
-ERRORS = problem_responses({
+ANSWERS = answers("admin", {
     400: "Body is not valid JSON, or the client hung up mid-body",
     413: "Body over TALLY_MAX_BODY_BYTES",
-    401: "Missing or invalid credentials",
-    403: "Token lacks scope admin",
     422: "jti missing, empty or longer than 255 characters, or expires_at not an RFC 3339 date-time with an offset",
-    503: "Database unavailable; retry after Retry-After",
 })
-
-
-# The body is read raw (bounded, shared.body); this documents it.
-BODY_DOC = {"requestBody": {"required": True, "content": {"application/json": {
-    "schema": {"$ref": "#/components/schemas/RevocationIn"}}}}}
+# The body is read raw (bounded, shared.body); this model documents it.
+DOCUMENTED_MODELS = [RevocationIn]
 
 
 @router.post(
-    "/v1/tokens/revoked", response_model=RevocationResult, responses=ERRORS, openapi_extra=BODY_DOC,
+    "/v1/tokens/revoked", response_model=RevocationResult, responses=ANSWERS, openapi_extra=raw_body("RevocationIn"),
     summary="Revoke a token of the caller's project by its jti; refused by every worker within 2 s",
 )
-async def revoke_token(request: Request, principal: Admin, pool: Pool) -> RevocationResult:
-    body = await read_json(request, RevocationIn, request.app.state.settings.max_body_bytes)
-    revoked_at, expires_at = await revoke(pool, principal.project, body.jti, body.expires_at)
+async def revoke_token(request: Request, principal: Admin, services: ServicesDep) -> RevocationResult:
+    body = await read_json(request, RevocationIn, services.settings.max_body_bytes)
+    revoked_at, expires_at = await revoke(services.pool, principal.project, body.jti, body.expires_at)
     return RevocationResult(project=principal.project, jti=body.jti, revoked_at=revoked_at, expires_at=expires_at)

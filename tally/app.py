@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import contextlib
+import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 from fastapi import FastAPI
+from psycopg_pool import AsyncConnectionPool
 
+from ingest import router as ingest_router
+from ingest.schemas import EventIn, batch_in
+from ingest.service import IngestServices, ingest_services, purge_loop
+from plans import router as plans_router
+from query import router as query_router
+from query.service import QueryServices
+from shared import counts
 from shared.auth import TokenVerifier
+from shared.cursor import signing_key
 from shared.db import create_pool
 from shared.errors import Problem, install_error_handlers
 from shared.logging import configure_logging
 from shared.metrics import Metrics
 from shared.middleware import RequestContext
+from shared.openapi import document_models
 from shared.reload import reload_loop
 from shared.revocation import RevokedTokens
+from shared.services import Services
 from shared.settings import Settings
 from tally import admin, ops
 from tally.migrate import head_revision
@@ -30,30 +42,32 @@ POOL_SAMPLE_SECONDS = 1.0
 def create_app(settings: Settings) -> FastAPI:
     if settings.database_url is None:
         raise ValueError("TALLY_DATABASE_URL is not set")
-    verifier = TokenVerifier(settings)
+    writes = settings.role in ("all", "ingest")
+    reads = settings.role in ("all", "query")
     metrics = Metrics()
     pool = create_pool(settings)
-    revoked = RevokedTokens()
+    ingest = ingest_services(settings, pool, metrics) if writes else None
+    query = QueryServices.create(pool, metrics) if reads else None
+    # The count folder runs where events are written; query reads what it has not folded yet.
+    fold_metrics = counts.FoldMetrics(metrics) if writes else None
+    services = Services(
+        settings=settings,
+        pool=pool,
+        verifier=TokenVerifier(settings),
+        revoked=RevokedTokens(),
+        metrics=metrics,
+        # Query listings and the schema list (served with ingest) page with signed cursors:
+        # every role needs the key. ValueError when there is no secret to sign with.
+        cursor_key=signing_key(settings),
+        head_revision=head_revision(),
+        roles=tuple(part for part in (ingest, query) if part is not None),
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # wait=False: the process comes up even while the database is down; /readyz says so.
         await pool.open(wait=False)
-        # Load the revocation list before serving; if the database is down, authenticated
-        # requests are 503 until the refresh task manages to load it.
-        with contextlib.suppress(Exception):
-            await revoked.refresh(pool, timeout=settings.db_pool_timeout)
-        tasks = [asyncio.create_task(_sample_pool(pool, metrics)), asyncio.create_task(reload_loop("revocation list", revoked, pool))]
-        if settings.role in ("all", "ingest"):
-            from ingest.service import fold_loop, purge_loop
-
-            # Like the revocation list: loaded before serving, ingest is 503 until it is.
-            with contextlib.suppress(Exception):
-                await app.state.tracking_plan.refresh(pool, timeout=settings.db_pool_timeout)
-            tasks.append(asyncio.create_task(reload_loop("tracking plan", app.state.tracking_plan, pool)))
-
-            tasks.append(asyncio.create_task(purge_loop(pool, settings.idempotency_ttl_seconds)))
-            tasks.append(asyncio.create_task(fold_loop(pool, app.state.ingest_metrics)))
+        tasks = [asyncio.create_task(job) for job in await _background(services, ingest, fold_metrics)]
         try:
             yield
         finally:
@@ -70,71 +84,47 @@ def create_app(settings: Settings) -> FastAPI:
         docs_url="/docs",
         redoc_url=None,
     )
-    app.state.settings = settings
-    app.state.verifier = verifier
-    app.state.metrics = metrics
-    app.state.pool = pool
-    app.state.revoked_tokens = revoked
-    app.state.head_revision = head_revision()
-
+    app.state.services = services
     install_error_handlers(app)
     app.include_router(ops.router)
     documented: list = [Problem]
-    if settings.role in ("all", "ingest"):
-        from ingest.admission import Admission, Writers
-        from ingest.plan import TrackingPlan
-        from ingest.router import DOCUMENTED_MODELS
-        from ingest.router import router as ingest_router
-        from ingest.service import IngestMetrics
-
-        app.state.ingest_metrics = IngestMetrics(metrics)
-        app.state.admission = Admission(settings.max_inflight_requests)
-        app.state.writers = Writers(settings.ingest_writers, settings.db_pool_timeout)
-        app.state.tracking_plan = TrackingPlan()
-        app.include_router(ingest_router)
-        # Revocation is a write; it is served with ingest. Every role checks revocations.
+    if writes:
+        app.include_router(ingest_router.router)
+        documented += [batch_in(settings.max_batch_events), EventIn]
+        # Revocation and the tracking plan are writes, served with ingest; the plan is also
+        # enforced where events arrive. Every role checks revocations.
         app.include_router(admin.router)
-        documented.extend((*DOCUMENTED_MODELS, admin.RevocationIn))
-        # The tracking plan is a write, and enforced where events arrive: served with ingest too.
-        from plans.router import PLAN_MODELS
-        from plans.router import router as plans_router
-
-        app.include_router(plans_router)
-        documented.extend(PLAN_MODELS)
-    if settings.role in ("all", "query"):
-        from query.router import router as query_router
-        from query.service import QueryMetrics
-
-        app.state.query_metrics = QueryMetrics(metrics)
-        app.include_router(query_router)
-    # Query listings and the schema list (served with ingest) page with signed cursors: every
-    # role needs the key. ValueError when there is no secret to sign with.
-    from shared.cursor import signing_key
-
-    app.state.cursor_key = signing_key(settings)
+        documented += admin.DOCUMENTED_MODELS
+        app.include_router(plans_router.router)
+        documented += plans_router.DOCUMENTED_MODELS
+    if reads:
+        app.include_router(query_router.router)
     app.add_middleware(RequestContext, metrics=metrics)
-    _document_models(app, documented)
+    document_models(app, documented)
     return app
 
 
-def _document_models(app: FastAPI, models: list) -> None:
-    """Add models that document raw-read bodies to the OpenAPI components."""
-    base = app.openapi
+async def _background(
+    services: Services, ingest: IngestServices | None, fold_metrics: counts.FoldMetrics | None
+) -> list[Coroutine[Any, Any, None]]:
+    """Load the per-process copies once (until they are, the requests that need them are 503;
+    if the database is down, their reload loops keep trying), then the loops to run."""
+    pool, settings = services.pool, services.settings
+    with contextlib.suppress(Exception):
+        await services.revoked.refresh(pool, timeout=settings.db_pool_timeout)
+    jobs = [_sample_pool(pool, services.metrics), reload_loop("revocation list", services.revoked, pool)]
+    if ingest is not None and fold_metrics is not None:
+        with contextlib.suppress(Exception):
+            await ingest.plan.refresh(pool, timeout=settings.db_pool_timeout)
+        jobs += [
+            reload_loop("tracking plan", ingest.plan, pool),
+            purge_loop(pool, settings.idempotency_ttl_seconds),
+            counts.fold_loop(pool, fold_metrics),
+        ]
+    return jobs
 
-    def openapi() -> dict:
-        if app.openapi_schema is None:
-            schema = base()
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in models:
-                spec = model.model_json_schema(ref_template="#/components/schemas/{model}")
-                components.update(spec.pop("$defs", {}))
-                components[model.__name__] = spec
-        return app.openapi_schema
 
-    app.openapi = openapi
-
-
-async def _sample_pool(pool, metrics: Metrics) -> None:
+async def _sample_pool(pool: AsyncConnectionPool, metrics: Metrics) -> None:
     while True:
         stats = pool.get_stats()
         size = stats.get("pool_size", 0)

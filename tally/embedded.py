@@ -12,17 +12,14 @@ from pathlib import Path
 from shared.auth import new_secret
 
 
-def embedded_database_url(data_dir: Path, database: str = "postgres") -> str:
+def embedded_database_url(data_dir: Path) -> str:
+    """The URL of the embedded server's `postgres` database, starting the server if it is not running."""
     import pgserver  # imported here: only the embedded mode needs it
 
     data_dir.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(str((data_dir / "pg").resolve()), cleanup_mode=None)
-    if database != "postgres":
-        exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
-        if "1 row" not in exists:
-            server.psql(f'CREATE DATABASE "{database}";')
     host = server.get_uri().split("host=", 1)[1]
-    return f"postgresql://postgres@/{database}?host={host}"
+    return f"postgresql://postgres@/postgres?host={host}"
 
 
 def kept_secret(data_dir: Path) -> str:

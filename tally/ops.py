@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from shared.errors import problem_response
+from shared.errors import DatabaseUnavailable, SchemaBehind
+from shared.services import ServicesDep
 
 router = APIRouter()
 
@@ -19,22 +20,20 @@ READY_BUDGET_SECONDS = 1.0
 @router.get("/healthz", include_in_schema=False)
 async def healthz() -> Response:
     # Liveness touches nothing external: a database outage must not get the process restarted.
-    return _json({"status": "ok"})
+    return _ok({"status": "ok"})
 
 
 @router.get("/readyz", include_in_schema=False)
-async def readyz(request: Request) -> Response:
-    state = request.app.state
+async def readyz(services: ServicesDep) -> Response:
     try:
-        revision = await asyncio.wait_for(_schema_revision(state.pool), READY_BUDGET_SECONDS)
+        revision = await asyncio.wait_for(_schema_revision(services.pool), READY_BUDGET_SECONDS)
     except Exception:  # any failure to answer within the budget means "not ready"
-        return _not_ready(request, "database_unavailable", "The database did not answer within 1 s.")
-    if revision != state.head_revision:
-        return _not_ready(
-            request, "schema_behind",
-            f"Database schema is at {revision or 'nothing'}, the code needs {state.head_revision}; run `tally migrate`.",
+        raise DatabaseUnavailable("The database did not answer within 1 s.") from None
+    if revision != services.head_revision:
+        raise SchemaBehind(
+            f"Database schema is at {revision or 'nothing'}, the code needs {services.head_revision}; run `tally migrate`."
         )
-    return _json({"status": "ready", "schema": revision})
+    return _ok({"status": "ready", "schema": revision})
 
 
 async def _schema_revision(pool) -> str | None:
@@ -47,16 +46,10 @@ async def _schema_revision(pool) -> str | None:
         return row[0] if row else None
 
 
-def _not_ready(request: Request, code: str, detail: str) -> Response:
-    return problem_response(
-        503, code, "Not ready", detail, request.scope.get("state", {}).get("request_id"), {"Retry-After": "1"}
-    )
-
-
-def _json(body: dict) -> Response:
+def _ok(body: dict) -> Response:
     return Response(orjson.dumps(body), media_type="application/json")
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics(request: Request) -> Response:
-    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+async def metrics(services: ServicesDep) -> Response:
+    return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)

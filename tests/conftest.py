@@ -9,16 +9,9 @@ Tests that need a whole database of their own get one from `create_database`.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from urllib.parse import urlsplit
 
-import httpx
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
@@ -26,13 +19,8 @@ from fastapi.testclient import TestClient
 from shared.settings import Settings
 from tally.app import create_app
 from tally.migrate import upgrade
-from tests.factories import SECRET, auth_headers
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def with_database(url: str, name: str) -> str:
-    return urlsplit(url)._replace(path="/" + name).geturl()
+from tests.factories import auth_headers
+from tests.helpers import ROOT, make_settings, start_server, stop_server, with_database
 
 
 @pytest.fixture(scope="session")
@@ -73,10 +61,6 @@ def database_url(create_database: Callable[..., str]) -> str:
     return create_database()
 
 
-def make_settings(database_url: str, **overrides) -> Settings:
-    return Settings(_env_file=None, database_url=database_url, jwt_secret=SECRET, **overrides)
-
-
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
     return make_settings(database_url)
@@ -104,50 +88,6 @@ def project() -> str:
 @pytest.fixture
 def auth(project: str) -> dict[str, str]:
     return auth_headers(project)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(database_url: str, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
-    """`tally serve` in a subprocess on a free port; returns (process, base URL) once /readyz is 200."""
-    port = free_port()
-    full_env = {
-        **os.environ,
-        "TALLY_DATABASE_URL": database_url,
-        "TALLY_JWT_SECRET": SECRET,
-        "TALLY_LOG_LEVEL": "WARNING",
-        **(env or {}),
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tally.cli", "serve", "--port", str(port), *args],
-        env=full_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"tally serve exited: {proc.stdout.read().decode()[-2000:]}")
-        try:
-            if httpx.get(base + "/readyz", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("tally serve did not become ready in 30 s")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.fixture(scope="session")

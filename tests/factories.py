@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from shared import counts
 from shared.auth import mint_token
 
 SECRET = "tally-test-secret-0123456789abcdefghijklmnopqrstuvwxyz"
@@ -37,16 +38,14 @@ def make_batch(n: int = 3, **overrides: Any) -> dict[str, Any]:
 
 
 def fold_counts(db) -> None:
-    """Fold every committed count delta into the rollups, as the service's folder does each second.
+    """Fold every committed count delta into the rollups, as the service's folder does.
 
     Tests that read event_counts_hourly/daily directly call this first; it waits for a fold
     already running in a server instead of skipping its turn.
     """
-    from ingest.sql import FOLD_COUNTS
-
     with db.transaction():
-        db.execute("SELECT pg_advisory_xact_lock(hashtextextended('tally.fold_counts', 0))")
-        db.execute(FOLD_COUNTS, {"limit": 10_000_000})
+        db.execute(counts.FOLD_LOCK)
+        db.execute(counts.FOLD_COUNTS, {"limit": 10_000_000})
 
 
 def assert_counts_match_events(db, project: str) -> None:

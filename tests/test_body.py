@@ -44,13 +44,13 @@ def test_client_hanging_up_mid_body_is_a_400(client, auth, path):
 
 @pytest.mark.parametrize("path", ["/v1/batch", "/v1/schemas"])
 def test_declared_length_over_the_limit_is_refused_before_reading(client, auth, path):
-    limit = client.app.state.settings.max_body_bytes
+    limit = client.app.state.services.settings.max_body_bytes
     status, body = call_with_hangup(client, path, auth, b"{", declared=limit + 1)
     assert status == 413 and body["code"] == "payload_too_large"
 
 
 def test_revocation_body_is_bounded_too(client, auth):
-    limit = client.app.state.settings.max_body_bytes
+    limit = client.app.state.services.settings.max_body_bytes
     status, body = call_with_hangup(client, "/v1/tokens/revoked", auth, b"{", declared=limit + 1)
     assert status == 413 and body["code"] == "payload_too_large"
     status, body = call_with_hangup(client, "/v1/tokens/revoked", auth, b'{"jti": "', declared=100)

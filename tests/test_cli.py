@@ -17,8 +17,8 @@ import pytest
 
 from tally.cli import build_parser
 from tally.migrate import head_revision
-from tests.conftest import ROOT
 from tests.factories import SECRET
+from tests.helpers import ROOT
 
 UNREACHABLE = "postgresql://postgres:hunter2@127.0.0.1:1/tally"
 

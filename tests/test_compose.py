@@ -16,7 +16,7 @@ import yaml
 
 from shared.settings import Settings
 from tally.cli import build_parser
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]

@@ -71,8 +71,8 @@ def peak_rss_mib(pid: int) -> float:
 def test_whole_corpus_against_a_real_server_keeps_its_memory_bounded(database_url, project):
     import httpx
 
-    from tests.conftest import start_server, stop_server
     from tests.factories import auth_headers
+    from tests.helpers import start_server, stop_server
 
     proc, base = start_server(database_url)  # one worker: uvicorn serves in this very process
     try:

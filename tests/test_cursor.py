@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from shared import cursor
 from tally.app import create_app
-from tests.conftest import make_settings
 from tests.factories import auth_headers, make_event
+from tests.helpers import make_settings
 
 UTC = timezone.utc
 KEY = b"k" * 32

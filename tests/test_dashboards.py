@@ -20,8 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tally.app import create_app
 from tally.cli import build_parser
-from tests.conftest import ROOT, make_settings
 from tests.factories import auth_headers, make_batch
+from tests.helpers import ROOT, make_settings
 
 DEPLOY = ROOT / "deploy"
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -232,7 +232,7 @@ def test_counters_and_histogram_series_are_only_read_through_rate_or_increase(ex
 def test_a_metric_selected_with_job_role_is_registered_by_that_role(role, database_url, exposed):
     """The live server serves every role; each compose role registers only its own metrics."""
     app = create_app(make_settings(database_url, role=role))  # no lifespan: the pool stays closed
-    families = {family.name for family in app.state.metrics.registry.collect()}
+    families = {family.name for family in app.state.services.metrics.registry.collect()}
     series = {name for name in exposed if any(name == f or name.startswith(f + "_") for f in families)}
     for where, expr in expressions():
         for name, _, equal in selectors(expr):

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from shared.db import Pool
+from shared.services import ServicesDep
 from tally.app import create_app
-from tests.conftest import make_settings
 from tests.factories import SECRET, auth_headers
+from tests.helpers import make_settings
 
 PROBLEM_KEYS = {"type", "title", "status", "detail", "code", "request_id"}
 
@@ -72,8 +72,8 @@ def failing_client(database_url: str) -> Iterator[TestClient]:
         raise RuntimeError(f"{LEAKY} {SECRET}")
 
     @app.get("/test/bad-sql")
-    async def bad_sql(pool: Pool) -> None:
-        async with pool.connection() as conn:
+    async def bad_sql(services: ServicesDep) -> None:
+        async with services.pool.connection() as conn:
             await conn.execute("SELECT secret_column FROM no_such_table_hunter2")
 
     @app.get("/test/validated")
@@ -103,8 +103,8 @@ def test_database_unreachable_is_503_problem_with_retry_after():
     app = create_app(make_settings(unreachable, db_pool_timeout=0.2))
 
     @app.get("/test/needs-db")
-    async def needs_db(pool: Pool) -> None:
-        async with pool.connection() as conn:
+    async def needs_db(services: ServicesDep) -> None:
+        async with services.pool.connection() as conn:
             await conn.execute("SELECT 1")
 
     with TestClient(app, raise_server_exceptions=False) as test_client:

@@ -30,8 +30,8 @@ import pytest
 
 from shared.settings import Settings
 from tally.migrate import upgrade
-from tests.conftest import free_port, start_server, stop_server
 from tests.factories import auth_headers, fold_counts, make_event
+from tests.helpers import free_port, start_server, stop_server
 
 POOL_TIMEOUT = 1.0
 STATEMENT_TIMEOUT_MS = 2000

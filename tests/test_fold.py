@@ -1,4 +1,4 @@
-"""The count folder (ingest.service.fold_loop): it folds often, and a database outage is logged
+"""The count folder (shared.counts.fold_loop): it folds often, and a database outage is logged
 once, not five times a second per worker."""
 
 from __future__ import annotations
@@ -6,17 +6,17 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ingest.service import FOLD_INTERVAL_SECONDS, IngestMetrics, fold_loop
+from shared.counts import FOLD_INTERVAL_SECONDS, FoldMetrics, fold_loop
 from shared.db import create_pool
 from shared.metrics import Metrics
-from tests.conftest import free_port, make_settings
+from tests.helpers import free_port, make_settings
 
 
 def test_an_outage_is_logged_once_while_every_failed_fold_is_counted(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     # Nothing listens there: every fold fails to get a connection.
     settings = make_settings(f"postgresql://postgres@127.0.0.1:{free_port()}/none", db_pool_timeout=0.05)
-    metrics = IngestMetrics(Metrics())
+    metrics = FoldMetrics(Metrics())
 
     async def run() -> None:
         pool = create_pool(settings)
@@ -26,8 +26,8 @@ def test_an_outage_is_logged_once_while_every_failed_fold_is_counted(tmp_path, m
         task.cancel()
         await pool.close()
 
-    with caplog.at_level(logging.WARNING, logger="tally.ingest"):
+    with caplog.at_level(logging.WARNING, logger="tally.counts"):
         asyncio.run(run())
-    failures = metrics.fold_failures.collect()[0].samples[0].value
+    failures = metrics.failures.collect()[0].samples[0].value
     assert failures >= 4
-    assert [r.getMessage() for r in caplog.records if r.name == "tally.ingest"] == ["count fold failed"]
+    assert [r.getMessage() for r in caplog.records if r.name == "tally.counts"] == ["count fold failed"]

@@ -183,10 +183,10 @@ def test_body_cut_short_of_its_content_length_is_a_client_error_not_a_500(live_s
     [
         b'{"batch": [{"messageId": "a", "properties": {"x": NaN}}]}',
         b'{"batch": [{"messageId": "a", "properties": {"x": Infinity, "y": 123456789012345678901234567890}}]}',
-        b'{"batch": [' + b'[' * 2000 + b']' * 2000 + b"]}",
+        b'{"batch": [' + b'[' * 2000 + b']' * 1999 + b"]}",
         b'{"batch": [{"messageId": "\xff\xfe"}]}',
     ],
-    ids=["NaN", "Infinity-exact-parser", "deep-2000", "invalid-utf8"],
+    ids=["NaN", "Infinity-exact-parser", "deep-2000-unbalanced", "invalid-utf8"],
 )
 def test_body_that_is_not_json_is_400_not_500(client, auth, db, project, body):
     response = post_raw(client, auth, body)
@@ -222,6 +222,20 @@ UNSTORABLE = {
     "lone-surrogate-in-event-name": b'{"messageId": "m1", "userId": "u", "event": "\\udfff", "type": "track"}',
     "too-deep-to-store": b'{"messageId": "m1", "userId": "u", "event": "e", "type": "track", "properties": '
                          + b'{"a": ' * 300 + b"1" + b"}" * 300 + b"}",
+    # Deeper than the parsers recurse: read as a marker, not a whole-body RecursionError.
+    "objects-5000-deep": b'{"messageId": "m1", "userId": "u", "event": "e", "type": "track", "properties": '
+                         + b'{"a": ' * 5000 + b"1" + b"}" * 5000 + b"}",
+    "arrays-5000-deep": b'{"messageId": "m1", "userId": "u", "event": "e", "type": "track", "properties": {"a": '
+                        + b"[" * 5000 + b"]" * 5000 + b"}}",
+    "arrays-5000-deep-beside-a-long-integer": b'{"messageId": "m1", "userId": "u", "event": "e", "type": "track", '
+                        b'"properties": {"n": 12345678901234567890123, "a": ' + b"[" * 5000 + b"]" * 5000 + b"}}",
+    # Valid JSON that a double reads as 0: refused rather than stored as 0.0.
+    "number-below-double-range": b'{"messageId": "m1", "userId": "u", "event": "e", "type": "track", '
+                                 b'"properties": {"x": 1e-400}}',
+    "negative-number-below-double-range": b'{"messageId": "m1", "userId": "u", "event": "e", "type": "track", '
+                                          b'"properties": {"x": -2.5E-0330}}',
+    "fraction-below-double-range": b'{"messageId": "m1", "userId": "u", "event": "e", "type": "track", '
+                                   b'"properties": {"x": 0.' + b"0" * 400 + b"7}}",
 }
 
 
@@ -244,6 +258,16 @@ def test_values_that_only_look_unstorable_are_stored_exactly(client, auth, db, p
     assert response.json()["accepted"] == 1, response.text
     properties = db.execute("SELECT properties FROM events WHERE project_id = %s", [project]).fetchone()[0]
     assert properties == {"text": "\\u0000", "big": 18446744073709551615, "small": -9223372036854775808, "emoji": "😀"}
+
+
+def test_numbers_near_zero_that_a_double_holds_and_text_that_looks_like_them_are_stored(client, auth, db, project):
+    body = (b'{"batch": [{"messageId": "m1", "userId": "u", "event": "e", "type": "track", "properties": '
+            b'{"zero": 0e-400, "negzero": -0.000e-999, "tiny": 5e-324, "small": 1.5e-300, "id": "a3e-1234-5", '
+            b'"text": "1e-400"}}]}')
+    response = post_raw(client, auth, body)
+    assert response.json()["accepted"] == 1, response.text
+    properties = db.execute("SELECT properties FROM events WHERE project_id = %s", [project]).fetchone()[0]
+    assert properties == {"zero": 0, "negzero": 0, "tiny": 5e-324, "small": 1.5e-300, "id": "a3e-1234-5", "text": "1e-400"}
 
 
 # --- property: random events never 5xx and the counts add up -------------------------------------

@@ -12,9 +12,10 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from shared import counts
 from tally.app import create_app
-from tests.conftest import free_port, make_settings, start_server, stop_server
 from tests.factories import assert_counts_match_events, auth_headers, fold_counts, make_event
+from tests.helpers import free_port, make_settings, start_server, stop_server
 
 
 def event_ids(db, project: str) -> list[str]:
@@ -148,8 +149,6 @@ def test_same_idempotency_key_on_many_connections_stores_once(live_server, db, p
 
 
 def test_a_fold_moves_at_most_its_limit_so_a_backlog_drains_in_bounded_steps(create_database):
-    from ingest.sql import FOLD_COUNTS
-
     url = create_database()  # a database no server folds behind the test's back
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
@@ -157,7 +156,7 @@ def test_a_fold_moves_at_most_its_limit_so_a_backlog_drains_in_bounded_steps(cre
             "SELECT 'p', timestamptz '2026-01-01 00:00Z' + (i % 3) * interval '1 hour', 'E', 1 "
             "FROM generate_series(1, 25) AS i"
         )
-        moved = [conn.execute(FOLD_COUNTS, {"limit": 10}).fetchone()[0] for _ in range(4)]
+        moved = [conn.execute(counts.FOLD_COUNTS, {"limit": 10}).fetchone()[0] for _ in range(4)]
         hourly = conn.execute("SELECT n FROM event_counts_hourly WHERE project_id = 'p' ORDER BY bucket").fetchall()
         daily = conn.execute("SELECT n FROM event_counts_daily WHERE project_id = 'p'").fetchall()
     assert moved == [10, 10, 5, 0]

@@ -10,8 +10,8 @@ import pytest
 from ingest import sql
 from ingest.service import purge_expired_keys
 from shared.db import create_pool
-from tests.conftest import make_settings
 from tests.factories import auth_headers, make_batch
+from tests.helpers import make_settings
 
 
 def event_count(db, project: str) -> int:

@@ -1,4 +1,4 @@
-"""The import arrows of STYLE.md (tally -> ingest, query -> shared; ingest and query independent),
+"""The import arrows (tally -> ingest, query, plans -> shared; the three features independent),
 checked by import-linter against the contracts in pyproject.toml."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def test_import_contracts_are_kept():

@@ -13,8 +13,8 @@ import sys
 import uuid
 from pathlib import Path
 
-from tests.conftest import ROOT
 from tests.factories import SECRET
+from tests.helpers import ROOT
 
 # Every retry and invalid-event path is taken within a few seconds.
 SHAPE = [

@@ -11,8 +11,8 @@ import uuid
 import httpx
 import pytest
 
-from tests.conftest import start_server, stop_server
 from tests.factories import SECRET, make_batch, token_for
+from tests.helpers import start_server, stop_server
 
 GENERATED_ID = re.compile(r"^[0-9a-f]{32}$")
 

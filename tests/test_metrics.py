@@ -16,7 +16,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from tally.app import create_app
-from tests.conftest import make_settings, start_server, stop_server
+from tests.helpers import make_settings, start_server, stop_server
 
 REQUESTS = "tally_http_requests_total"
 

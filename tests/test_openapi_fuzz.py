@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 
 from tally.app import create_app
-from tests.conftest import make_settings
 from tests.factories import token_for
+from tests.helpers import make_settings
 
 SEED = 20261126
 MAX_EXAMPLES = 25
@@ -48,6 +48,12 @@ enabled = false
 # the batch), so an event that violates EventIn is counted in `rejected`, not refused with a 4xx.
 [[operations]]
 include-tag = "ingest"
+checks.negative_data_rejection.enabled = false
+
+# A repeated `event` query parameter is a list of strings, and in a URL every value is a string:
+# the "invalid" items the generator draws (numbers, objects) reach the server as valid names.
+[[operations]]
+include-name = ["GET /v1/events", "GET /v1/aggregates"]
 checks.negative_data_rejection.enabled = false
 """
 
@@ -83,6 +89,9 @@ def fuzz_app(settings):
 # The app is deliberately shared by the examples of one operation (it is the server under test).
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_openapi_conformance(case, fuzz_app):
+    # The `ignored_auth` check (the document declares the token schemes) resends the request
+    # without credentials through the schema's own transport, which knows only the schema's app.
+    case.operation.schema.app = fuzz_app
     response = case.call_and_validate(app=fuzz_app)
     STATUSES.setdefault(case.operation.label, set()).add(response.status_code)
 

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from shared.settings import Settings
 from tally.app import create_app
 from tally.migrate import downgrade, head_revision
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 from tests.test_errors import assert_problem
 
 

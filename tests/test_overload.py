@@ -20,8 +20,8 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import start_server, stop_server
 from tests.factories import assert_counts_match_events, auth_headers, make_event
+from tests.helpers import start_server, stop_server
 
 POOL_TIMEOUT = 1.0
 

@@ -15,8 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tally.app import create_app
-from tests.conftest import make_settings
 from tests.factories import token_for
+from tests.helpers import make_settings
 
 ORDER = {
     "type": "object",

@@ -11,10 +11,10 @@ import httpx
 import psutil
 import pytest
 
-from ingest.service import MAX_VIOLATION_LABELS, IngestMetrics
+from ingest.service import MAX_VIOLATION_LABELS, IngestMetrics, IngestServices
 from shared.metrics import Metrics
-from tests.conftest import start_server, stop_server
 from tests.factories import assert_counts_match_events, auth_headers, make_event
+from tests.helpers import start_server, stop_server
 from tests.test_revocation import one_connection_per_worker
 
 WITHIN = 2.0  # the contract
@@ -39,8 +39,8 @@ def put_schema(client, auth, event: str, mode: str, schema: dict = ORDER_SCHEMA)
 
 def reload_plan(client) -> None:
     """Reload the in-process app's plan now instead of waiting for its next second."""
-    state = client.app.state
-    client.portal.call(state.tracking_plan.refresh, state.pool, 2.0)
+    services = client.app.state.services
+    client.portal.call(services.role(IngestServices).plan.refresh, services.pool, 2.0)
 
 
 def post(client, auth, events: list[dict]) -> dict:
@@ -126,7 +126,7 @@ def test_flag_stores_violating_events_marked_and_lists_them(client, auth, db, pr
 
 
 def test_a_flagged_event_exactly_at_the_size_limit_is_stored(client, auth, db, project):
-    limit = client.app.state.settings.max_event_bytes
+    limit = client.app.state.services.settings.max_event_bytes
     # Before the plan exists: an oversized event tells its size as stored, so the padding that
     # makes it exactly `limit` bytes is known.
     probe = make_event(properties={**GOOD, "total": -1, "note": "x" * limit})

@@ -16,8 +16,8 @@ import jwt
 import psutil
 import pytest
 
-from tests.conftest import start_server, stop_server
 from tests.factories import SECRET, make_event
+from tests.helpers import start_server, stop_server
 from tests.test_cli import tally
 
 WITHIN = 2.0  # the contract

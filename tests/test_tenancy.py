@@ -31,8 +31,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ingest import sql as ingest_sql
 from tally.app import create_app
-from tests.conftest import make_settings
 from tests.factories import SECRET, auth_headers, make_event
+from tests.helpers import make_settings
 
 
 def mounted_routes(routes, prefix: str = "") -> set[tuple[str, str]]:

@@ -83,11 +83,8 @@ def build() -> None:
     request("hex-number", b'{"batch": [{"messageId": "a", "userId": "u", "properties": {"x": 0x10}}]}', 400, "invalid_json")
     request("leading-zero-number", b'{"batch": [{"messageId": "a", "userId": "u", "properties": {"x": 012}}]}', 400, "invalid_json")
     request("plus-sign-number", b'{"batch": [{"messageId": "a", "userId": "u", "properties": {"x": +1}}]}', 400, "invalid_json")
-    request("nested-arrays-100k", b'{"batch": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}", 400, "invalid_json",
-            inflate=True)
-    request("nested-objects-in-properties-5000",
-            b'{"batch": [{"messageId": "a", "userId": "u", "event": "e", "properties": '
-            + b'{"a": ' * 5000 + b"1" + b"}" * 5000 + b"}]}", 400, "invalid_json")
+    request("nested-arrays-100k-unbalanced", b'{"batch": [' + b"[" * 100_000 + b"]" * 99_999 + b"]}", 400,
+            "invalid_json", inflate=True)
 
     # --- wrong types for the envelope: 400 bad_request -----------------------------------------
     for name, body in {
@@ -213,6 +210,24 @@ def build() -> None:
                                          b'"traits": {"n": 1234567890123456789012345678901234567890}}',
           "unstorable_value")
 
+    event("number-below-double-range", b'{"type": "track", "messageId": "corpus-bad", "userId": "u", "event": "e", '
+                                       b'"properties": {"under": 1e-400}}', "unstorable_value")
+    event("number-below-double-range-as-fraction", b'{"type": "track", "messageId": "corpus-bad", "userId": "u", '
+                                                   b'"event": "e", "properties": {"under": 0.' + b"0" * 400 + b'1}}',
+          "unstorable_value")
+
+    # --- nesting deeper than jsonb or the parser holds: that event alone -------------------------
+    event("nested-arrays-100k-as-an-event", b"[" * 100_000 + b"]" * 100_000, "invalid_event")
+    event("nested-objects-in-properties-5000", b'{"type": "track", "messageId": "corpus-bad", "userId": "u", '
+                                               b'"event": "e", "properties": ' + b'{"a": ' * 5000 + b"1"
+                                               + b"}" * 5001, "unstorable_value")
+    event("nested-arrays-in-properties-5000", b'{"type": "track", "messageId": "corpus-bad", "userId": "u", '
+                                              b'"event": "e", "properties": {"a": ' + b"[" * 5000 + b"]" * 5000
+                                              + b"}}", "unstorable_value")
+    event("nested-arrays-in-context-300", b'{"type": "track", "messageId": "corpus-bad", "userId": "u", '
+                                          b'"event": "e", "context": {"a": ' + b"[" * 300 + b"]" * 300 + b"}}",
+          "unstorable_value")
+
     # --- odd Unicode ---------------------------------------------------------------------------------
     event("lone-high-surrogate-in-property-key", b'{"type": "track", "messageId": "corpus-bad", "userId": "u", '
                                                  b'"event": "e", "properties": {"\\ud800": 1}}', "unstorable_value")
@@ -233,7 +248,7 @@ def build() -> None:
     ]}))
     stored("numbers-at-the-edges", b'{"batch": [{"type": "track", "messageId": "edges", "userId": 0, "event": "e", '
                                    b'"properties": {"max": 18446744073709551615, "min": -9223372036854775808, '
-                                   b'"tiny": 5e-324, "under": 1e-400, "negzero": -0.0, "big": 1.7976931348623157e308}}]}')
+                                   b'"tiny": 5e-324, "negzero": -0.0, "zero": 0e-400, "big": 1.7976931348623157e308}}]}')
 
 
 def main() -> None:

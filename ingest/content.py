@@ -1,4 +1,4 @@
-"""Reading a request body: content negotiation and bounded, streaming decompression.
+"""An ingest body's Content-Type and Content-Encoding, and bounded, streaming gunzip.
 
 The body is read whole before a database connection is taken, so a slow upload holds no
 connection. The decompressed size is bounded while it streams: a small gzip body that would

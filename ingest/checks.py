@@ -14,22 +14,20 @@ from decimal import Decimal
 import orjson
 
 from ingest.plan import Rule
-from shared.jsonb import holds_nul
-from shared.tracking_plan import violations as plan_violations
+from shared.errors import Rejection
+from shared.events import EVENT_TYPES, MAX_EVENT_NAME, MAX_MESSAGE_ID, MAX_USER_ID
+from shared.json_schema import violations as plan_violations
+from shared.jsonb import NotStorable, encode as encode_json
 
-EVENT_TYPES = frozenset({"track", "identify", "page", "screen", "group", "alias"})
 # Fields with a column of their own; every other key of an event is kept verbatim in `extra`.
 COLUMNS = frozenset(
     {"messageId", "type", "event", "userId", "anonymousId", "timestamp", "properties", "context", "traits"}
 )
-MAX_MESSAGE_ID = 200
-MAX_EVENT_NAME = 200
-MAX_USER_ID = 255
 EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class Rejected(Exception):
-    def __init__(self, code: str, detail: str):
+    def __init__(self, code: Rejection, detail: str):
         self.code = code
         self.detail = detail
 
@@ -38,7 +36,7 @@ class SchemaViolation(Rejected):
     """A track event broke its schema in the tracking plan, in enforce mode."""
 
     def __init__(self, event: str, detail: str):
-        super().__init__("schema_violation", detail)
+        super().__init__(Rejection.SCHEMA_VIOLATION, detail)
         self.event = event
 
 
@@ -64,26 +62,37 @@ class BatchContext:
 class Row:
     message_id: str
     # The row as one JSON object, keys named after the columns (sql.INSERT_EVENTS unpacks it
-    # with jsonb_to_recordset): one orjson call per event instead of a dump per column plus
-    # eleven Python-built arrays, which halved the CPU the server spends sending a batch.
+    # with jsonb_to_recordset): one encoder call per event, not a dump per column and an array
+    # per column built in Python.
     encoded: bytes
     # The event name when the event was stored flagged (it broke a schema in flag mode).
     flagged: str | None = None
 
 
-def parse_time(value: object, name: str) -> datetime:
+def parse_time(value: object, name: str = "timestamp") -> datetime:
+    """An ISO-8601 instant with an offset, or ValueError saying what is wrong with `name`."""
     if not isinstance(value, str):
-        raise Rejected(f"invalid_{name.lower()}", f"{name} must be an ISO-8601 string with an offset")
+        raise ValueError(f"{name} must be an ISO-8601 string with an offset")
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise Rejected(f"invalid_{name.lower()}", f"{name} {value[:64]!r} is not ISO-8601") from None
+        raise ValueError(f"{name} {value[:64]!r} is not ISO-8601") from None
     if parsed.tzinfo is None:
-        raise Rejected(f"invalid_{name.lower()}", f"{name} {value[:64]!r} has no UTC offset (add Z or +hh:mm)")
+        raise ValueError(f"{name} {value[:64]!r} has no UTC offset (add Z or +hh:mm)")
     return parsed
 
 
-IDENTITY_CODES = {"userId": "invalid_user_id", "anonymousId": "invalid_anonymous_id"}
+def _timestamp(value: object) -> datetime:
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        raise Rejected(Rejection.INVALID_TIMESTAMP, str(exc)) from None
+
+
+IDENTITY_CODES = {"userId": Rejection.INVALID_USER_ID, "anonymousId": Rejection.INVALID_ANONYMOUS_ID}
+OBJECT_CODES = {
+    "properties": Rejection.INVALID_PROPERTIES, "context": Rejection.INVALID_CONTEXT, "traits": Rejection.INVALID_TRAITS,
+}
 
 
 def _identity(raw: dict, key: str) -> str | None:
@@ -124,48 +133,45 @@ def _json_object(raw: dict, key: str) -> dict | None:
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise Rejected(f"invalid_{key}", f"{key} must be a JSON object")
+        raise Rejected(OBJECT_CODES[key], f"{key} must be a JSON object")
     return value
 
 
 def encode(row: dict) -> bytes:
     """The row as JSON, or Rejected when Postgres could not store it exactly as sent."""
     try:
-        text = orjson.dumps(row)
-    except TypeError as exc:  # an integer past 64 bits, a lone surrogate, or nesting past 255 levels
-        raise Rejected("unstorable_value", f"the event holds a value that cannot be stored exactly: {exc}") from None
-    if holds_nul(text):
-        raise Rejected("unstorable_value", "the event contains a NUL character (\\u0000), which Postgres cannot store")
-    return text
+        return encode_json(row)
+    except NotStorable as exc:
+        raise Rejected(Rejection.UNSTORABLE_VALUE, f"the event cannot be stored exactly as sent: {exc}") from None
 
 
 def to_row(raw: object, kind: str | None, ctx: BatchContext) -> Row:
     """Validate one event and shape it into a row, or raise Rejected."""
     if not isinstance(raw, dict):
-        raise Rejected("invalid_event", "each event must be a JSON object")
+        raise Rejected(Rejection.INVALID_EVENT, "each event must be a JSON object")
     message_id = raw.get("messageId")
     if message_id is None:
-        raise Rejected("missing_message_id", "messageId is required: a client-generated unique id for the event")
+        raise Rejected(Rejection.MISSING_MESSAGE_ID, "messageId is required: a client-generated unique id for the event")
     if not isinstance(message_id, str) or not 1 <= len(message_id) <= MAX_MESSAGE_ID:
-        raise Rejected("invalid_message_id", f"messageId must be a string of 1 to {MAX_MESSAGE_ID} characters")
+        raise Rejected(Rejection.INVALID_MESSAGE_ID, f"messageId must be a string of 1 to {MAX_MESSAGE_ID} characters")
 
     event_type = raw.get("type", kind)
     if kind is not None and event_type != kind:
-        raise Rejected("invalid_type", f"type {event_type!r} does not match the endpoint /v1/{kind}")
+        raise Rejected(Rejection.INVALID_TYPE, f"type {event_type!r} does not match the endpoint /v1/{kind}")
     if not isinstance(event_type, str) or event_type not in EVENT_TYPES:  # a list or dict is unhashable
-        raise Rejected("invalid_type", "type must be one of " + ", ".join(sorted(EVENT_TYPES)))
+        raise Rejected(Rejection.INVALID_TYPE, "type must be one of " + ", ".join(sorted(EVENT_TYPES)))
 
     user_id = _identity(raw, "userId")
     anonymous_id = _identity(raw, "anonymousId")
     if user_id is None and anonymous_id is None:
-        raise Rejected("missing_identity", "userId or anonymousId is required")
+        raise Rejected(Rejection.MISSING_IDENTITY, "userId or anonymousId is required")
 
     if event_type == "track":
         name = raw.get("event")
         if name is None:
-            raise Rejected("missing_event_name", "event (the event name) is required for track")
+            raise Rejected(Rejection.MISSING_EVENT_NAME, "event (the event name) is required for track")
         if not isinstance(name, str) or not 1 <= len(name) <= MAX_EVENT_NAME:
-            raise Rejected("invalid_event_name", f"event must be a string of 1 to {MAX_EVENT_NAME} characters")
+            raise Rejected(Rejection.INVALID_EVENT_NAME, f"event must be a string of 1 to {MAX_EVENT_NAME} characters")
     else:
         # Non-track events count under "$<type>"; a client `event` key is kept in extra.
         name = "$" + event_type
@@ -175,17 +181,17 @@ def to_row(raw: object, kind: str | None, ctx: BatchContext) -> Row:
         ts = ctx.received_at
         original_ts = None
     else:
-        original_ts = parse_time(original, "timestamp")
+        original_ts = _timestamp(original)
         ts = original_ts
         if ctx.correct_skew:
             try:
                 ts = ctx.received_at - (ctx.sent_at - original_ts)
             except OverflowError:  # sentAt and timestamp millennia apart: no real clock is that far off
-                raise Rejected("timestamp_out_of_range", "timestamp corrected by sentAt falls outside years 1-9999") from None
+                raise Rejected(Rejection.TIMESTAMP_OUT_OF_RANGE, "timestamp corrected by sentAt falls outside years 1-9999") from None
     if ts > ctx.future_limit:
-        raise Rejected("timestamp_in_future", f"timestamp {ts.isoformat()} is too far in the future")
+        raise Rejected(Rejection.TIMESTAMP_IN_FUTURE, f"timestamp {ts.isoformat()} is too far in the future")
     if ts < EARLIEST:
-        raise Rejected("timestamp_out_of_range", "timestamp is before 1970-01-01")
+        raise Rejected(Rejection.TIMESTAMP_OUT_OF_RANGE, "timestamp is before 1970-01-01")
 
     properties = _json_object(raw, "properties")
     rule = ctx.rules.get(name) if event_type == "track" else None
@@ -213,7 +219,7 @@ def to_row(raw: object, kind: str | None, ctx: BatchContext) -> Row:
     })
     # The size of the event as stored (its JSON row), a little above what the client sent.
     if len(encoded) > ctx.max_event_bytes:
-        raise Rejected("event_too_large", f"event is {len(encoded)} bytes as stored; the limit is {ctx.max_event_bytes}")
+        raise Rejected(Rejection.EVENT_TOO_LARGE, f"event is {len(encoded)} bytes as stored; the limit is {ctx.max_event_bytes}")
     if found:
         # Appended after the size check: the limit is on what the client sent, not on our notes.
         flagged = orjson.dumps([v.as_dict() for v in found])
