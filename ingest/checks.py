@@ -19,10 +19,12 @@ from shared.events import EVENT_TYPES, MAX_EVENT_NAME, MAX_MESSAGE_ID, MAX_USER_
 from shared.json_schema import violations as plan_violations
 from shared.jsonb import NotStorable, encode as encode_json
 
-# Fields with a column of their own; every other key of an event is kept verbatim in `extra`.
+# Fields with a column of their own; every other key of an event is kept verbatim in `extra`,
+# but for the write key, which browser SDKs put in every event and which is never stored.
 COLUMNS = frozenset(
     {"messageId", "type", "event", "userId", "anonymousId", "timestamp", "properties", "context", "traits"}
 )
+NOT_EXTRA = COLUMNS | {"writeKey"}
 EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -82,9 +84,9 @@ def parse_time(value: object, name: str = "timestamp") -> datetime:
     return parsed
 
 
-def _timestamp(value: object) -> datetime:
+def _timestamp(value: object, name: str) -> datetime:
     try:
-        return parse_time(value)
+        return parse_time(value, name)
     except ValueError as exc:
         raise Rejected(Rejection.INVALID_TIMESTAMP, str(exc)) from None
 
@@ -176,12 +178,17 @@ def to_row(raw: object, kind: str | None, ctx: BatchContext) -> Row:
         # Non-track events count under "$<type>"; a client `event` key is kept in extra.
         name = "$" + event_type
 
+    # The event time: `timestamp`, else RudderStack's `originalTimestamp` (its SDKs send no
+    # `timestamp`), else the time received.
     original = raw.get("timestamp")
+    from_original = original is None and raw.get("originalTimestamp") is not None
+    if from_original:
+        original = raw["originalTimestamp"]
     if original is None:
         ts = ctx.received_at
         original_ts = None
     else:
-        original_ts = _timestamp(original)
+        original_ts = _timestamp(original, "originalTimestamp" if from_original else "timestamp")
         ts = original_ts
         if ctx.correct_skew:
             try:
@@ -201,7 +208,9 @@ def to_row(raw: object, kind: str | None, ctx: BatchContext) -> Row:
         raise SchemaViolation(name, f"properties break the tracking plan for {name!r}: {found[0].describe()}{more}")
 
     # Most events hold only keys with columns: the subset test (in C) skips building a dict.
-    rest = None if raw.keys() <= COLUMNS else {k: v for k, v in raw.items() if k not in COLUMNS}
+    rest = None if raw.keys() <= COLUMNS else {k: v for k, v in raw.items() if k not in NOT_EXTRA}
+    if from_original:
+        del rest["originalTimestamp"]  # stored as the original timestamp
     if event_type != "track" and "event" in raw:
         rest = {**(rest or {}), "event": raw["event"]}
     encoded = encode({

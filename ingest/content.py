@@ -14,18 +14,23 @@ from starlette.requests import Request
 from shared.body import read_raw, stream, too_large
 from shared.errors import BadRequest, UnsupportedMediaType
 
-# text/plain is what browser SDKs send to avoid a CORS pre-flight.
-ACCEPTED_TYPES = ("application/json", "text/plain")
+# The body is JSON under each of these: text/plain is what browser SDKs send to avoid a CORS
+# pre-flight, and rudder-sdk-node's HTTP client labels its gzipped JSON form-urlencoded.
+FORM = "application/x-www-form-urlencoded"
+ACCEPTED_TYPES = ("application/json", "text/plain", FORM)
 GZIP = ("gzip", "x-gzip")
 
 
-def check_content_type(request: Request) -> None:
+def media_type(request: Request) -> str | None:
     content_type = request.headers.get("content-type")
     if content_type is None:
-        return  # curl and some SDKs send none; the body is parsed as JSON anyway
+        return None  # curl and some SDKs send none; the body is parsed as JSON anyway
     media = content_type.split(";", 1)[0].strip().lower()
     if media not in ACCEPTED_TYPES:
-        raise UnsupportedMediaType(f"Content-Type {media!r} is not accepted; send application/json or text/plain")
+        raise UnsupportedMediaType(
+            f"Content-Type {media!r} is not accepted; send JSON as application/json or text/plain"
+        )
+    return media
 
 
 def content_encoding(request: Request) -> str | None:
@@ -39,10 +44,14 @@ def content_encoding(request: Request) -> str | None:
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The decompressed body, at most `limit` bytes, or a 4xx."""
-    check_content_type(request)
-    if content_encoding(request) is None:
-        return await read_raw(request, limit)
-    return await _gunzip(request, limit)
+    media = media_type(request)
+    body = await read_raw(request, limit) if content_encoding(request) is None else await _gunzip(request, limit)
+    if media == FORM and body.lstrip()[:1] not in (b"{", b"["):
+        # Really form-encoded (data=...&...): say so, rather than "not valid JSON".
+        raise UnsupportedMediaType(
+            "the body is form-encoded (name=value&...); send the JSON object itself, whatever the Content-Type"
+        )
+    return body
 
 
 async def _gunzip(request: Request, limit: int) -> bytes:

@@ -23,11 +23,17 @@ class Envelope:
     context: dict | None
 
 
-def decode_request(body: bytes, kind: str | None, max_batch_events: int) -> Envelope:
-    """The events of a /v1/batch body (`kind` None) or of a single-call body, or a whole-request 4xx."""
+def parse(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or 400. Its `writeKey` (browser SDKs send the key there) is
+    read by the caller before anything else is checked, so that a request without a key is 401."""
     payload = jsonb.decode(body)
     if not isinstance(payload, dict):
         raise BadRequest("body must be a JSON object")
+    return payload
+
+
+def unpack(payload: dict[str, Any], kind: str | None, max_batch_events: int) -> Envelope:
+    """The events of a batch body (`kind` None) or of a single-call body, or a whole-request 4xx."""
     if kind is None:
         events = payload.get("batch")
         if not isinstance(events, list):

@@ -18,7 +18,7 @@ from ingest import service
 from ingest.content import ACCEPTED_TYPES, read_body
 from ingest.idempotency import parse_key
 from ingest.schemas import EventIn, IngestResult
-from shared.auth import IngestWriter, authorize
+from shared.auth import IngestWriter, write_key_authorizer
 from shared.events import EVENT_TYPES
 from shared.openapi import answers, raw_body
 from shared.services import services_of
@@ -39,15 +39,16 @@ class IngestRoute(APIRoute):
 
 
 async def _handle(request: Request, kind: str | None) -> Response:
-    principal = authorize(request, "ingest")
+    authorize = write_key_authorizer(request, "ingest")
     services = services_of(request).role(service.IngestServices)
     with services.admission.slot():
         body = await read_body(request, services.settings.max_body_bytes)
-        answer = await service.ingest(services, principal, service.IngestRequest(
+        answer = await service.ingest(services, service.IngestRequest(
             body=body,
             kind=kind,
             path=request.scope["path"],
             idempotency_key=parse_key(request.headers.getlist("idempotency-key")),
+            authorize=authorize,
         ))
     headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
     return Response(answer.body, status_code=answer.status, media_type="application/json", headers=headers)
@@ -71,11 +72,11 @@ ANSWERS = answers("ingest", {
 })
 
 
-def _route(path: str, kind: str | None, model: str, summary: str) -> None:
+def _route(path: str, kind: str | None, model: str, summary: str, documented: bool = True) -> None:
     router.add_api_route(
         path, _documented, methods=["POST"], response_model=IngestResult, responses=ANSWERS,
         openapi_extra=raw_body(model, ACCEPTED_TYPES), summary=summary, name=kind or "batch",
-        route_class_override=functools.partial(IngestRoute, kind=kind),
+        route_class_override=functools.partial(IngestRoute, kind=kind), include_in_schema=documented,
     )
 
 
@@ -84,3 +85,12 @@ def _route(path: str, kind: str | None, model: str, summary: str) -> None:
 _route("/v1/batch", None, "BatchIn", "Store a batch of Segment-format events exactly once")
 for _kind in EVENT_TYPES:
     _route(f"/v1/{_kind}", _kind, EventIn.__name__, f"Store one {_kind} event exactly once")
+
+# The same endpoints under the paths SDKs post to (docs/ingest.md, "Paths"), served alike but
+# left out of the document: Segment's browser SDK (the first letter of the type; /v1/b when
+# batching), Segment's historical batch alias, and RudderStack's beacon (its key in the query).
+BATCH_ALIASES = ("/v1/b", "/v1/import", "/beacon/v1/batch")
+for _path in BATCH_ALIASES:
+    _route(_path, None, "BatchIn", "Alias of /v1/batch", documented=False)
+for _kind in EVENT_TYPES:
+    _route(f"/v1/{_kind[0]}", _kind, EventIn.__name__, f"Alias of /v1/{_kind}", documented=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -18,10 +19,9 @@ import orjson
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from ingest import idempotency, sql
+from ingest import decode, idempotency, sql
 from ingest.admission import Admission, StatementSlots
 from ingest.checks import BatchContext, Rejected, Row, SchemaViolation, is_unicode, to_row
-from ingest.decode import decode_request
 from ingest.plan import TrackingPlan
 from shared.auth import Principal
 from shared.errors import DatabaseUnavailable
@@ -94,9 +94,12 @@ def ingest_services(settings: Settings, pool: AsyncConnectionPool, metrics: Metr
 @dataclass(frozen=True, slots=True)
 class IngestRequest:
     body: bytes  # decompressed
-    kind: str | None  # the event type of a single-call path (/v1/track...); None for /v1/batch
+    kind: str | None  # the event type of a single-call path (/v1/track...); None for a batch
     path: str
     idempotency_key: str | None
+    # The principal, from the request's credentials and the body's writeKey (None if absent):
+    # browser SDKs may send the key in the body only (shared.auth.write_key_authorizer).
+    authorize: Callable[[object], Principal]
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,13 +165,15 @@ async def insert_rows(
     return (await cur.fetchone())[0]
 
 
-async def ingest(services: IngestServices, principal: Principal, request: IngestRequest) -> IngestAnswer:
+async def ingest(services: IngestServices, request: IngestRequest) -> IngestAnswer:
     started = time.perf_counter()
     settings = services.settings
     if not services.plan.loaded:
         raise DatabaseUnavailable("the tracking plan is not loaded yet")
     received_at = datetime.now(timezone.utc)
-    envelope = decode_request(request.body, request.kind, settings.max_batch_events)
+    payload = decode.parse(request.body)
+    principal = request.authorize(payload.get("writeKey"))
+    envelope = decode.unpack(payload, request.kind, settings.max_batch_events)
     ctx = BatchContext(
         received_at=received_at,
         sent_at=envelope.sent_at,

@@ -14,6 +14,7 @@ import json
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -23,7 +24,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPBasic, HTTPBearer
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from shared.errors import DatabaseUnavailable, Forbidden, Unauthorized
+from shared.errors import DatabaseUnavailable, Forbidden, OriginNotAllowed, Unauthorized
 from shared.middleware import log_project
 from shared.settings import Settings
 
@@ -42,6 +43,8 @@ class Principal:
     sub: str
     scopes: frozenset[str]
     jti: str | None = None
+    # The pages (origins) a browser may use this token from; None: any.
+    origins: frozenset[str] | None = None
 
 
 VERIFIED_CACHE_SIZE = 10_000
@@ -128,7 +131,13 @@ class TokenVerifier:
         if not isinstance(scope, str):
             raise Unauthorized("missing claim scope")
         jti = claims.get("jti")
-        principal = Principal(project, claims["sub"], frozenset(scope.split()), jti if isinstance(jti, str) else None)
+        origins = claims.get("origins")
+        if origins is not None and not (isinstance(origins, list) and all(isinstance(o, str) for o in origins)):
+            raise Unauthorized("claim origins must be a list of origins (https://app.example.com)")
+        principal = Principal(
+            project, claims["sub"], frozenset(scope.split()), jti if isinstance(jti, str) else None,
+            None if origins is None else frozenset(origins),
+        )
         return principal, float(claims["exp"])
 
 
@@ -196,20 +205,76 @@ def bearer_token(authorization: str | None) -> str:
 
 
 def authorize(request: Request, scope: str) -> Principal:
-    """The request's principal when its token is valid, not revoked and holds `scope`; else 401/403."""
+    """The request's principal when its token (Authorization header) is valid, not revoked, holds
+    `scope` and may be used from the request's origin; else 401/403."""
     services: Services = request.app.state.services
-    principal = services.verifier.verify(bearer_token(request.headers.get("authorization")))
+    principal = authenticate(services, bearer_token(request.headers.get("authorization")))
+    log_project(request.scope, principal.project)
+    permit(principal, scope, request.headers.get("origin"))
+    return principal
+
+
+def write_key_authorizer(request: Request, scope: str) -> Callable[[object], Principal]:
+    """For endpoints browser SDKs post to: the key may be the Authorization header, the body's
+    top-level `writeKey`, or a `writeKey` query parameter (beacons cannot send headers), in that
+    order of precedence. Returns a function that takes the body's `writeKey` (None when absent)
+    and gives the principal. A header is checked at once, before the body is read; a body key
+    that disagrees with it, or with the query's, is 401."""
+    services: Services = request.app.state.services
+    origin = request.headers.get("origin")
+    header = request.headers.get("authorization")
+    if header is not None:
+        token = bearer_token(header)
+        principal = authenticate(services, token)
+        log_project(request.scope, principal.project)
+        permit(principal, scope, origin)
+
+        def agreeing(body_key: object) -> Principal:
+            if body_key is not None and body_key != token:
+                raise Unauthorized("the body's writeKey is not the token of the Authorization header")
+            return principal
+
+        return agreeing
+    query_key = request.query_params.get("writeKey")
+
+    def resolved(body_key: object) -> Principal:
+        if body_key is not None and not isinstance(body_key, str):
+            raise Unauthorized("writeKey must be a string: a Tally token")
+        if body_key and query_key and body_key != query_key:
+            raise Unauthorized("the body's writeKey is not the writeKey of the query")
+        token = body_key or query_key
+        if not token:
+            raise Unauthorized(
+                "no credentials: send Authorization: Bearer <token>, a writeKey in the body, or ?writeKey=", missing=True
+            )
+        principal = authenticate(services, token)
+        log_project(request.scope, principal.project)
+        permit(principal, scope, origin)
+        return principal
+
+    return resolved
+
+
+def authenticate(services: Services, token: str) -> Principal:
+    """The principal of a valid token that is not revoked; else 401 (503 until revocations load)."""
+    principal = services.verifier.verify(token)
     # An in-memory set, reloaded each second by the app (shared.revocation): no query per request.
     if not services.revoked.loaded:
         raise DatabaseUnavailable("the token revocation list is not loaded yet")
     if services.revoked.is_revoked(principal.project, principal.jti):
         raise Unauthorized("token revoked")
-    log_project(request.scope, principal.project)
+    return principal
+
+
+def permit(principal: Principal, scope: str, origin: str | None) -> None:
+    """403 unless the token holds `scope` and, sent by a page, names that page's origin (when it
+    names any)."""
     if scope not in principal.scopes:
         # RFC 6750 section 3.1: name the scope that would have been enough.
         challenge = f'Bearer realm="tally", error="insufficient_scope", scope="{scope}"'
         raise Forbidden(f"this endpoint needs scope '{scope}'", headers={"WWW-Authenticate": challenge})
-    return principal
+    if origin is not None and principal.origins is not None and origin not in principal.origins:
+        raise OriginNotAllowed(f"this token may not be used from {origin[:100]}; its origins claim names the pages it may")
 
 
 class _Documented:
@@ -267,6 +332,7 @@ def mint_token(
     issuer: str | None = None,
     ttl_seconds: int = 3600,
     sub: str = "dev",
+    origins: list[str] | None = None,
 ) -> str:
     """An HS256 token with a unique jti, as `tally token` prints it."""
     now = int(time.time())
@@ -282,6 +348,8 @@ def mint_token(
     }
     if issuer:
         claims["iss"] = issuer
+    if origins is not None:
+        claims["origins"] = origins
     return jwt.encode(claims, secret, algorithm="HS256")
 
 

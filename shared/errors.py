@@ -118,6 +118,10 @@ class Forbidden(AppError):
     status, code, title = 403, "insufficient_scope", "Token lacks the scope this endpoint needs"
 
 
+class OriginNotAllowed(AppError):
+    status, code, title = 403, "origin_not_allowed", "Token may not be used from this page"
+
+
 # 404
 class NotFound(AppError):
     status, code, title = 404, "not_found", "Not found"

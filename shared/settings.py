@@ -6,13 +6,16 @@ so a test builds `Settings(database_url=..., jwt_secret=...)` and gets a whole a
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Role = Literal["all", "ingest", "query"]
+# An origin as browsers send it: scheme://host[:port], nothing after.
+ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+")
 
 
 class Settings(BaseSettings):
@@ -54,6 +57,9 @@ class Settings(BaseSettings):
     idempotency_ttl_seconds: int = Field(86400, ge=60)
     # Size cap of one tracking-plan schema as JSON: bounds what compiling and checking it cost.
     max_schema_bytes: int = Field(64 * 1024, ge=1024)
+    # Pages (origins such as https://dash.example.com) whose scripts may call the query and
+    # admin endpoints; ingest takes events from any page (shared/cors.py). Comma-separated.
+    cors_origins: Annotated[list[str], NoDecode] = []
 
     @field_validator("database_url")
     @classmethod
@@ -62,6 +68,17 @@ class Settings(BaseSettings):
             return None
         if not value.startswith(("postgresql://", "postgres://")):
             raise ValueError("TALLY_DATABASE_URL must be a postgresql:// URL")
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origin_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [origin.strip() for origin in value.split(",") if origin.strip()]
+        if isinstance(value, list):
+            for origin in value:
+                if not isinstance(origin, str) or not ORIGIN.fullmatch(origin):
+                    raise ValueError(f"{origin!r} is not an origin like https://dash.example.com (scheme, host, port)")
         return value
 
     @field_validator("log_level", mode="before")

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 from psycopg_pool import AsyncConnectionPool
 
+from ingest import compat
 from ingest import router as ingest_router
 from ingest.schemas import EventIn, batch_in
 from ingest.service import IngestServices, ingest_services, purge_loop
@@ -19,6 +20,7 @@ from plans import router as plans_router
 from query import router as query_router
 from query.service import QueryServices
 from shared import counts
+from shared.cors import CORS, paths_of
 from shared.auth import TokenVerifier
 from shared.cursor import signing_key
 from shared.db import create_pool
@@ -88,8 +90,11 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(ops.router)
     documented: list = [Problem]
+    public_routes = []
     if writes:
         app.include_router(ingest_router.router)
+        app.include_router(compat.router)
+        public_routes += [*ingest_router.router.routes, *compat.router.routes]
         documented += [batch_in(settings.max_batch_events), EventIn]
         # Revocation and the tracking plan are writes, served with ingest; the plan is also
         # enforced where events arrive. Every role checks revocations.
@@ -100,6 +105,8 @@ def create_app(settings: Settings) -> FastAPI:
     if reads:
         app.include_router(query_router.router)
     app.add_middleware(RequestContext, metrics=metrics)
+    # Outermost, so that every answer, a last-resort 500 included, carries the CORS headers.
+    app.add_middleware(CORS, public=paths_of(public_routes), origins=settings.cors_origins)
     document_models(app, documented)
     return app
 

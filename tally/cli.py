@@ -127,6 +127,7 @@ def cmd_token(args) -> None:
     if secret is None:
         raise CommandError("no TALLY_JWT_SECRET is set: cannot sign a token")
     from shared.auth import MAX_PROJECT_LENGTH, SCOPES, mint_token, valid_project
+    from shared.settings import ORIGIN
 
     if not valid_project(args.project):
         raise CommandError(f"invalid --project {args.project!r}: use 1 to {MAX_PROJECT_LENGTH} characters")
@@ -135,10 +136,15 @@ def cmd_token(args) -> None:
     if not scopes or unknown:
         raise CommandError(f"invalid --scope {args.scope!r}: use ingest, query and/or admin")
 
+    origins = [o for o in (args.origins or "").replace(",", " ").split() if o]
+    bad = [o for o in origins if not ORIGIN.fullmatch(o)]
+    if bad:
+        raise CommandError(f"invalid --origins {bad[0]!r}: use origins like https://shop.example.com")
     print(
         mint_token(
             secret, project=args.project, scopes=scopes, audience=settings.jwt_audience,
             issuer=settings.jwt_issuer, ttl_seconds=_parse_ttl(args.ttl), sub=args.sub,
+            origins=origins or None,
         )
     )
 
@@ -305,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--scope", help='space-separated: "ingest query admin"')
     token.add_argument("--ttl", default="30d")
     token.add_argument("--sub", default="cli")
+    token.add_argument("--origins", help="pages a browser may use the token from, e.g. https://shop.example.com")
     token.set_defaults(func=cmd_token)
     return parser
 

@@ -8,7 +8,7 @@ import socket
 import time
 import uuid
 from datetime import timezone
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
@@ -34,7 +34,11 @@ def codes(response) -> list[str]:
 # --- content negotiation ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "text/plain; charset=utf-8", "application/json; charset=UTF-8"])
+@pytest.mark.parametrize("content_type", [
+    "text/plain", "text/plain; charset=utf-8", "application/json; charset=UTF-8",
+    # rudder-sdk-node's HTTP client labels its JSON so (and gzips it: see the gzip tests).
+    "application/x-www-form-urlencoded", "application/x-www-form-urlencoded; charset=UTF-8",
+])
 def test_accepted_content_types_are_stored(client, auth, db, project, content_type):
     batch = make_batch(2)
     response = client.post("/v1/batch", content=json.dumps(batch), headers={**auth, "Content-Type": content_type})
@@ -44,7 +48,7 @@ def test_accepted_content_types_are_stored(client, auth, db, project, content_ty
 
 @pytest.mark.parametrize(
     "headers",
-    [{"Content-Type": "application/xml"}, {"Content-Type": "application/x-www-form-urlencoded"},
+    [{"Content-Type": "application/xml"}, {"Content-Type": "multipart/form-data; boundary=x"},
      {"Content-Encoding": "br"}, {"Content-Encoding": "deflate"}],
 )
 def test_unsupported_content_type_or_encoding_is_415_and_stores_nothing(client, auth, db, project, headers):
@@ -53,6 +57,28 @@ def test_unsupported_content_type_or_encoding_is_415_and_stores_nothing(client, 
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["code"] == "unsupported_media_type"
     assert stored_ids(db, project) == set()
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_a_body_that_really_is_form_encoded_is_415_naming_the_problem(client, auth, db, project, gzipped):
+    body = ("data=" + quote(json.dumps(make_batch(1)))).encode()
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    if gzipped:
+        body, headers = gzip.compress(body), {**headers, "Content-Encoding": "gzip"}
+    response = post_raw(client, auth, body, **headers)
+    assert response.status_code == 415, response.text
+    assert response.json()["code"] == "unsupported_media_type"
+    assert "form-encoded" in response.json()["detail"]
+    assert stored_ids(db, project) == set()
+
+
+def test_gzipped_json_labelled_form_encoded_is_stored(client, auth, db, project):
+    # What rudder-sdk-node sends with its defaults.
+    batch = make_batch(2)
+    body = gzip.compress(json.dumps(batch).encode())
+    response = post_raw(client, auth, body, **{"Content-Type": "application/x-www-form-urlencoded", "Content-Encoding": "gzip"})
+    assert response.status_code == 200, response.text
+    assert stored_ids(db, project) == {e["messageId"] for e in batch["batch"]}
 
 
 # --- gzip -------------------------------------------------------------------------------------

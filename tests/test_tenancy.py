@@ -50,7 +50,13 @@ def mounted_routes(routes, prefix: str = "") -> set[tuple[str, str]]:
 # Collection needs no database: create_app builds the pool unopened.
 ROUTES = sorted(mounted_routes(create_app(make_settings("postgresql://collect-only@127.0.0.1:1/none", role="all")).routes))
 
-INGEST_PATHS = ("/v1/batch", "/v1/track", "/v1/identify", "/v1/page", "/v1/screen", "/v1/group", "/v1/alias")
+# Each ingest path, and what it takes: a batch (None) or one event of that type.
+INGEST_KINDS = {
+    "/v1/batch": None, "/v1/b": None, "/v1/import": None, "/beacon/v1/batch": None,
+    **{f"/v1/{kind}": kind for kind in ("track", "identify", "page", "screen", "group", "alias")},
+    **{f"/v1/{kind[0]}": kind for kind in ("track", "identify", "page", "screen", "group", "alias")},
+}
+INGEST_PATHS = tuple(INGEST_KINDS)
 # B's data lives in these two days; every read of A asks for at least this range.
 WINDOW = {"from": "2026-06-01", "to": "2026-06-03"}
 A_EVENT = "A Signed Up"
@@ -91,11 +97,13 @@ class ProjectB:
         return bearer(self.token)
 
     def key(self, path: str, n: int | str) -> str:
-        return f"b-{self.tag}-{path.rsplit('/', 1)[1]}-{n}"
+        return f"b-{self.tag}-{path.strip('/').replace('/', '.')}-{n}"
 
-    def naming(self) -> dict[str, str]:
-        """Fields a client might hope select a project: each names B."""
-        return {"project": self.id, "projectId": self.id, "project_id": self.id, "writeKey": self.token}
+    def naming(self, key: bool = True) -> dict[str, str]:
+        """Fields a client might hope select a project: each names B (`writeKey`: B's token,
+        which in an ingest body beside another project's Authorization is refused)."""
+        fields = {"project": self.id, "projectId": self.id, "project_id": self.id}
+        return {**fields, "writeKey": self.token} if key else fields
 
     def identifiers(self) -> set[str]:
         keys = {self.key(p, n) for p in INGEST_PATHS for n in (1, 2, "in-flight")}
@@ -161,14 +169,13 @@ def b(client, database_url) -> ProjectB:
             properties={"owner": "B"}, project=project, projectId=project,
         )
 
-    for path in INGEST_PATHS:
-        kind = path.rsplit("/", 1)[1]
+    for path, kind in INGEST_KINDS.items():
         bodies = []
         for n in (1, 2):
-            if kind == "batch":
-                body = {"batch": [event("track"), event("identify"), event("track", slash=True)], **seeded.naming()}
+            if kind is None:
+                body = {"batch": [event("track"), event("identify"), event("track", slash=True)], **seeded.naming(key=False)}
             else:
-                body = {**event(kind), **seeded.naming()}
+                body = {**event(kind), **seeded.naming(key=False)}
             raw = orjson.dumps(body)
             response = post_raw(client, path, raw, {**seeded.auth, "Idempotency-Key": seeded.key(path, n)})
             assert response.status_code == 200 and response.json()["rejected"] == 0, response.text
@@ -200,7 +207,7 @@ def b(client, database_url) -> ProjectB:
     seeded.message_ids = [r[0] for r in rows]
     seeded.users = sorted({r[3] for r in rows} | {r[4] for r in rows})
     seeded.names = sorted({r[2] for r in rows})
-    assert len(rows) == 2 * (3 + 6) and len(seeded.names) == 6  # B's track name and five "$type" names
+    assert len(rows) == 2 * (4 * 3 + 12) and len(seeded.names) == 6  # B's track name and five "$type" names
     return seeded
 
 
@@ -230,13 +237,17 @@ def ingest_case(path: str) -> Callable:
         first, second = b.requests[path]
         # 1. B's messageIds and B's first key, with A's own properties: were B's key visible,
         #    this would be 422 idempotency_key_mismatch; were B's ids, they would be duplicates.
+        # 0. B's token as the body's writeKey beside A's Authorization: refused, nothing stored.
+        refused = post_raw(client, path, orjson.dumps({**orjson.loads(first), "writeKey": b.token}), auth)
+        assert refused.status_code == 401 and refused.json()["code"] == "invalid_token", refused.text
+        batch = INGEST_KINDS[path] is None
         mine = orjson.loads(first)
-        for event in mine["batch"] if path == "/v1/batch" else [mine]:
+        for event in mine["batch"] if batch else [mine]:
             event["properties"] = {"owner": "A"}
         # 2. B's exact bytes under B's second key: were B's key visible, B's response is replayed.
         # 3. A key B holds in flight (its advisory lock taken): were it shared, 409 idempotency_key_in_use.
         third = orjson.loads(orjson.dumps(mine))
-        for event in third["batch"] if path == "/v1/batch" else [third]:
+        for event in third["batch"] if batch else [third]:
             event["messageId"] = f"a-{uuid.uuid4().hex}"
         lock = ingest_sql.TRY_LOCK_IDEMPOTENCY_KEY.replace("pg_try_advisory_xact_lock", "pg_advisory_xact_lock")
         sent = [(orjson.dumps(mine), b.key(path, 1)), (second, b.key(path, 2)), (orjson.dumps(third), b.key(path, "in-flight"))]
@@ -421,6 +432,39 @@ def project_free_case(method: str, path: str) -> Callable:
     return case
 
 
+def sdk_telemetry_case(path: str) -> Callable:
+    """The SDKs' own telemetry: dropped, whoever sends it, with nothing stored or named."""
+
+    def case(client, db, b: ProjectB, a: str) -> None:
+        body = orjson.dumps({"series": [{"type": "Counter", "metric": "x", "value": 1, "tags": b.naming()}]})
+        for headers in ({}, auth_headers(a), b.auth):
+            response = post_raw(client, path, body, headers)
+            assert response.status_code == 204 and response.content == b"", response.text
+        assert stored(db, a)["events"] == []
+
+    return case
+
+
+def segment_settings_case(client, db, b: ProjectB, a: str) -> None:
+    """Settings for A's key name A's key only; B's project is not named whatever A sends."""
+    token = auth_headers(a)["Authorization"].split(" ", 1)[1]
+    response = client.get(f"/v1/projects/{token}/settings", params=b.naming())
+    assert response.status_code == 200, response.text
+    assert response.json()["integrations"]["Segment.io"]["apiKey"] == token
+    assert [i for i in b.identifiers() if i in response.text] == []
+    # A revoked key of B's is refused like any invalid key.
+    revoked = client.get(f"/v1/projects/{token_with_jti(b.id, b.revoked_jti)}/settings")
+    assert revoked.status_code == 401, revoked.text
+
+
+def rudderstack_config_case(client, db, b: ProjectB, a: str) -> None:
+    for headers, params in ((auth_headers(a), b.naming(key=False)), ({}, {"writeKey": auth_headers(a)["Authorization"][7:]})):
+        response = client.get("/sourceConfig/", params=params, headers=headers)
+        assert response.status_code == 200, response.text
+        assert response.json()["source"]["id"] == a
+        assert [i for i in b.identifiers() if i in response.text] == []
+
+
 PROJECT_FREE = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect")
 
 CASES: dict[tuple[str, str], Callable] = {
@@ -434,6 +478,11 @@ CASES: dict[tuple[str, str], Callable] = {
     ("GET", "/v1/schemas/{event:path}"): read_schema_case,
     ("PUT", "/v1/schemas/{event:path}"): change_schema_case("PUT"),
     ("DELETE", "/v1/schemas/{event:path}"): change_schema_case("DELETE"),
+    ("POST", "/v1/m"): sdk_telemetry_case("/v1/m"),
+    ("POST", "/rsaMetrics"): sdk_telemetry_case("/rsaMetrics"),
+    ("GET", "/v1/projects/{write_key}/settings"): segment_settings_case,
+    ("GET", "/sourceConfig/"): rudderstack_config_case,
+    ("HEAD", "/sourceConfig/"): rudderstack_config_case,
     # Starlette mounts HEAD beside GET for the documentation routes: each method gets the check.
     **{route: project_free_case(*route) for route in ROUTES if route[1] in PROJECT_FREE},
 }
