@@ -42,16 +42,20 @@ def content_encoding(request: Request) -> str | None:
     raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; send gzip or identity")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The decompressed body, at most `limit` bytes, or a 4xx."""
+async def read_body(request: Request, limit: int) -> tuple[bytes, str | None]:
+    """The decompressed body, at most `limit` bytes, and its media type; or a 4xx."""
     media = media_type(request)
     body = await read_raw(request, limit) if content_encoding(request) is None else await _gunzip(request, limit)
+    return body, media
+
+
+def refuse_form(body: bytes, media: str | None) -> None:
+    """415 for a form-labelled body that really is form-encoded (name=value&...), where JSON is
+    expected: said plainly, rather than "not valid JSON"."""
     if media == FORM and body.lstrip()[:1] not in (b"{", b"["):
-        # Really form-encoded (data=...&...): say so, rather than "not valid JSON".
         raise UnsupportedMediaType(
             "the body is form-encoded (name=value&...); send the JSON object itself, whatever the Content-Type"
         )
-    return body
 
 
 async def _gunzip(request: Request, limit: int) -> bytes:

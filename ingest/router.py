@@ -14,11 +14,14 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 
-from ingest import service
+from ingest import amplitude, mixpanel, posthog, segment, service
+from ingest.envelope import Envelope, Outcome
 from ingest.content import ACCEPTED_TYPES, read_body
 from ingest.idempotency import parse_key
 from ingest.schemas import EventIn, IngestResult
+from ingest.service import WireFormat
 from shared.auth import IngestWriter, write_key_authorizer
+from shared.errors import AppError
 from shared.events import EVENT_TYPES
 from shared.openapi import answers, raw_body
 from shared.services import services_of
@@ -30,28 +33,42 @@ class IngestRoute(APIRoute):
     the worker (docs/ingest.md). Errors raised in `_handle` take the app's exception handlers
     like any route's (problem+json)."""
 
-    def __init__(self, path: str, endpoint: Any, *, kind: str | None, **kwargs: Any):
+    def __init__(self, path: str, endpoint: Any, *, kind: str | None, wire: WireFormat, **kwargs: Any):
         self.kind = kind
+        self.wire = wire
         super().__init__(path, endpoint, **kwargs)
 
     def get_route_handler(self):
-        return functools.partial(_handle, kind=self.kind)
+        return functools.partial(_handle, kind=self.kind, wire=self.wire)
 
 
-async def _handle(request: Request, kind: str | None) -> Response:
+async def _handle(request: Request, kind: str | None, wire: WireFormat) -> Response:
+    try:
+        answer = await _ingest(request, kind, wire)
+    except AppError as error:
+        # A vendor's SDK that cannot read problem+json gets the failure in its own shape.
+        shaped = wire.problem(error)
+        if shaped is None:
+            raise
+        return Response(shaped[1], status_code=shaped[0], media_type="application/json", headers=error.headers)
+    headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
+    return Response(answer.body, status_code=answer.status, media_type="application/json", headers=headers)
+
+
+async def _ingest(request: Request, kind: str | None, wire: WireFormat) -> service.IngestAnswer:
     authorize = write_key_authorizer(request, "ingest")
     services = services_of(request).role(service.IngestServices)
     with services.admission.slot():
-        body = await read_body(request, services.settings.max_body_bytes)
-        answer = await service.ingest(services, service.IngestRequest(
+        body, media = await read_body(request, services.settings.max_body_bytes)
+        return await service.ingest(services, service.IngestRequest(
             body=body,
+            media_type=media,
+            format=wire,
             kind=kind,
             path=request.scope["path"],
             idempotency_key=parse_key(request.headers.getlist("idempotency-key")),
             authorize=authorize,
         ))
-    headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
-    return Response(answer.body, status_code=answer.status, media_type="application/json", headers=headers)
 
 
 async def _documented(
@@ -72,11 +89,12 @@ ANSWERS = answers("ingest", {
 })
 
 
-def _route(path: str, kind: str | None, model: str, summary: str, documented: bool = True) -> None:
+def _route(path: str, kind: str | None, model: str, summary: str, documented: bool = True,
+           wire: WireFormat = segment) -> None:
     router.add_api_route(
         path, _documented, methods=["POST"], response_model=IngestResult, responses=ANSWERS,
         openapi_extra=raw_body(model, ACCEPTED_TYPES), summary=summary, name=kind or "batch",
-        route_class_override=functools.partial(IngestRoute, kind=kind), include_in_schema=documented,
+        route_class_override=functools.partial(IngestRoute, kind=kind, wire=wire), include_in_schema=documented,
     )
 
 
@@ -94,3 +112,45 @@ for _path in BATCH_ALIASES:
     _route(_path, None, "BatchIn", "Alias of /v1/batch", documented=False)
 for _kind in EVENT_TYPES:
     _route(f"/v1/{_kind[0]}", _kind, EventIn.__name__, f"Alias of /v1/{_kind}", documented=False)
+
+
+class PostHogOrAmplitude:
+    """`/batch` is PostHog's (with `batch`) and Amplitude's (with `events`): the body says which."""
+
+    NAME = "posthog or amplitude"
+
+    @staticmethod
+    def parse(body: bytes, media_type: str | None) -> tuple[WireFormat, Any]:
+        payload = posthog.parse(body, media_type)  # a JSON object or array, or 400
+        if isinstance(payload, dict) and "events" in payload and "batch" not in payload:
+            return amplitude, amplitude.sized(payload, len(body))
+        return posthog, payload
+
+    @staticmethod
+    def credential(payload: tuple[WireFormat, Any]) -> object:
+        return payload[0].credential(payload[1])
+
+    @staticmethod
+    def envelope(payload: tuple[WireFormat, Any], kind: str | None, max_batch_events: int) -> Envelope:
+        return payload[0].envelope(payload[1], kind, max_batch_events)
+
+    @staticmethod
+    def answer(outcome: Outcome, envelope: Envelope) -> tuple[int, bytes]:
+        return (amplitude if isinstance(envelope, amplitude.Sized) else posthog).answer(outcome, envelope)
+
+    @staticmethod
+    def problem(error: AppError) -> tuple[int, bytes] | None:
+        return amplitude.problem(error)  # PostHog's SDK reads only the status; Amplitude's needs the body
+
+
+# The other vendors' paths (docs/ingest.md, "Other vendors"): the same endpoint, their formats.
+VENDOR_ROUTES: tuple[tuple[str, str | None, WireFormat], ...] = (
+    ("/batch", None, PostHogOrAmplitude),
+    *((path, None, posthog) for path in ("/batch/", "/e/", "/e", "/capture/", "/capture", "/i/v0/e/", "/i/v0/e")),
+    ("/i/v1/analytics/events", None, posthog.V1),
+    ("/track", None, mixpanel), ("/import", None, mixpanel),
+    ("/engage", "engage", mixpanel), ("/groups", "groups", mixpanel),
+    ("/2/httpapi", None, amplitude),
+)
+for _path, _kind, _wire in VENDOR_ROUTES:
+    _route(_path, _kind, "BatchIn", f"{_wire.NAME}'s wire format", documented=False, wire=_wire)

@@ -9,6 +9,12 @@ from pydantic import BaseModel, Field, create_model
 from shared.events import MAX_EVENT_NAME, MAX_MESSAGE_ID, MAX_USER_ID, EventType
 
 
+EXAMPLE_EVENT = {
+    "type": "track", "messageId": "5f0c3b1e-2f4a-4d7e-9b1a-7c2d9e8f6a10", "userId": "user-42",
+    "event": "Order Completed", "timestamp": "2026-11-26T10:00:00Z", "properties": {"revenue": 12.5},
+}
+
+
 class EventIn(BaseModel):
     messageId: str = Field(
         min_length=1, max_length=MAX_MESSAGE_ID, description="Client-generated unique id; the dedup key."
@@ -21,13 +27,13 @@ class EventIn(BaseModel):
     properties: dict[str, Any] | None = None
     context: dict[str, Any] | None = None
     traits: dict[str, Any] | None = None
-    model_config = {"extra": "allow"}
+    model_config = {"extra": "allow", "json_schema_extra": {"examples": [EXAMPLE_EVENT]}}
 
 
 class BatchBase(BaseModel):
     sentAt: str | None = Field(None, description="When the SDK sent the batch; corrects client clock skew.")
     context: dict[str, Any] | None = Field(None, description="Applies to every event; an event's own keys win.")
-    model_config = {"extra": "allow"}
+    model_config = {"extra": "allow", "json_schema_extra": {"examples": [{"batch": [EXAMPLE_EVENT]}]}}
 
 
 def batch_in(max_batch_events: int) -> type[BaseModel]:

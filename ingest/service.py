@@ -14,17 +14,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any, Protocol
 
-import orjson
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from ingest import decode, idempotency, sql
+from ingest import idempotency, sql
 from ingest.admission import Admission, StatementSlots
 from ingest.checks import BatchContext, Rejected, Row, SchemaViolation, is_unicode, to_row
+from ingest.envelope import Envelope, Outcome
 from ingest.plan import TrackingPlan
 from shared.auth import Principal
-from shared.errors import DatabaseUnavailable
+from shared.errors import AppError, DatabaseUnavailable
 from shared.metrics import DURATION_BUCKETS, Metrics
 from shared.settings import Settings
 
@@ -91,14 +92,33 @@ def ingest_services(settings: Settings, pool: AsyncConnectionPool, metrics: Metr
     )
 
 
+class WireFormat(Protocol):
+    """A vendor's wire format: a module such as ingest/segment.py. Every format hands its events,
+    Segment-shaped, to the same checks and the same statement; only decoding and answers differ."""
+
+    NAME: str
+
+    def parse(self, body: bytes, media_type: str | None) -> Any: ...
+
+    def credential(self, payload: Any) -> object: ...
+
+    def envelope(self, payload: Any, kind: str | None, max_batch_events: int) -> Envelope: ...
+
+    def answer(self, outcome: Outcome, envelope: Envelope) -> tuple[int, bytes]: ...
+
+    def problem(self, error: AppError) -> tuple[int, bytes] | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class IngestRequest:
     body: bytes  # decompressed
+    media_type: str | None  # of the body, without parameters
+    format: WireFormat
     kind: str | None  # the event type of a single-call path (/v1/track...); None for a batch
     path: str
     idempotency_key: str | None
-    # The principal, from the request's credentials and the body's writeKey (None if absent):
-    # browser SDKs may send the key in the body only (shared.auth.write_key_authorizer).
+    # The principal, from the request's credentials and the one the body carries (None if
+    # none): browser SDKs may send the key in the body only (shared.auth.write_key_authorizer).
     authorize: Callable[[object], Principal]
 
 
@@ -171,9 +191,10 @@ async def ingest(services: IngestServices, request: IngestRequest) -> IngestAnsw
     if not services.plan.loaded:
         raise DatabaseUnavailable("the tracking plan is not loaded yet")
     received_at = datetime.now(timezone.utc)
-    payload = decode.parse(request.body)
-    principal = request.authorize(payload.get("writeKey"))
-    envelope = decode.unpack(payload, request.kind, settings.max_batch_events)
+    wire = request.format
+    payload = wire.parse(request.body, request.media_type)
+    principal = request.authorize(wire.credential(payload))
+    envelope = wire.envelope(payload, request.kind, settings.max_batch_events)
     ctx = BatchContext(
         received_at=received_at,
         sent_at=envelope.sent_at,
@@ -183,14 +204,14 @@ async def ingest(services: IngestServices, request: IngestRequest) -> IngestAnsw
         batch_context=envelope.context,
         rules=services.plan.rules_for(principal.project),
     )
-    checked = check(envelope.events, request.kind, ctx)
+    checked = check(envelope.events, envelope.kind, ctx)
     project = principal.project
     key = request.idempotency_key
 
     async with services.slots.turn(), services.pool.connection() as conn:
         if key is None:
             accepted = await insert_rows(conn, project, checked.rows, envelope.sent_at, received_at)
-            answer = _answer(accepted, checked)
+            answer = IngestAnswer(*wire.answer(_outcome(accepted, checked), envelope))
         else:
             print_ = idempotency.fingerprint(request.path, request.body)
             async with conn.transaction():
@@ -199,8 +220,9 @@ async def ingest(services: IngestServices, request: IngestRequest) -> IngestAnsw
                     services.metrics.replays.inc()
                     return IngestAnswer(*stored, replayed=True)
                 accepted = await insert_rows(conn, project, checked.rows, envelope.sent_at, received_at)
-                answer = _answer(accepted, checked)
-                await idempotency.store(conn, project, key, print_, answer.body)
+                answer = IngestAnswer(*wire.answer(_outcome(accepted, checked), envelope))
+                if answer.status == 200:
+                    await idempotency.store(conn, project, key, print_, answer.body)
     _observe(services.metrics, len(envelope.events), accepted, checked, started)
     return answer
 
@@ -211,15 +233,8 @@ def _duplicates(accepted: int, checked: Checked) -> int:
     return len(checked.rows) - accepted + checked.duplicates
 
 
-def _answer(accepted: int, checked: Checked) -> IngestAnswer:
-    body = {
-        "success": True,
-        "accepted": accepted,
-        "duplicates": _duplicates(accepted, checked),
-        "rejected": len(checked.errors),
-        "errors": checked.errors,
-    }
-    return IngestAnswer(200, orjson.dumps(body))
+def _outcome(accepted: int, checked: Checked) -> Outcome:
+    return Outcome(accepted=accepted, duplicates=_duplicates(accepted, checked), errors=checked.errors)
 
 
 def _observe(metrics: IngestMetrics, total: int, accepted: int, checked: Checked, started: float) -> None:

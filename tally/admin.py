@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Request
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, Field
 
 from shared.auth import Admin
 from shared.body import read_json
@@ -33,8 +33,17 @@ def _rfc3339(value: object) -> object:
     return value
 
 
+def _storable(value: str) -> str:
+    # Postgres text cannot hold NUL: refused here rather than failing in the database.
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
 class RevocationIn(BaseModel):
-    jti: str = Field(min_length=1, max_length=MAX_JTI_LENGTH, description="The `jti` claim of the token to refuse.")
+    jti: Annotated[str, AfterValidator(_storable)] = Field(
+        min_length=1, max_length=MAX_JTI_LENGTH, description="The `jti` claim of the token to refuse."
+    )
     expires_at: Annotated[AwareDatetime, BeforeValidator(_rfc3339)] | None = Field(
         None, description="The token's `exp`, if known: the revocation need not be loaded past it. Omit to keep it for good."
     )

@@ -1,6 +1,6 @@
 """A forwarding proxy in front of a real Tally, for the SDK tests' lost acknowledgement: the
-request reaches Tally and is stored, but the SDK is told it failed (503), as when a connection
-drops after the server committed. Everything else is passed through unchanged."""
+request reaches Tally and is stored, but the connection closes before the SDK reads the answer,
+as when a network drops after the server committed. Everything else passes through unchanged."""
 
 from __future__ import annotations
 
@@ -15,9 +15,13 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length",
 
 
 @contextmanager
-def lost_acknowledgements(upstream: str, lose: Callable[[str, str], bool]) -> Iterator[tuple[str, list[tuple[str, str, int]]]]:
-    """(proxy base URL, log of (method, path, status sent)); `lose(method, path)` says, per
-    request, whether Tally's answer is replaced by a 503 after Tally handled it."""
+def lost_acknowledgements(
+    upstream: str, lose: Callable[[str, str], bool], instead: tuple[int, bytes] | None = None,
+) -> Iterator[tuple[str, list[tuple[str, str, int]]]]:
+    """(proxy base URL, log of (method, path, status passed on: 0 for a lost answer));
+    `lose(method, path)` says, per request, whether Tally's answer is lost after Tally handled
+    it: the connection closes with no answer, or, with `instead`, that (status, JSON body) is
+    sent in its place (an SDK that does not survive a dropped connection reads a 5xx)."""
     log: list[tuple[str, str, int]] = []
     lock = threading.Lock()
     client = httpx.Client(base_url=upstream, timeout=30)
@@ -32,10 +36,11 @@ def lost_acknowledgements(upstream: str, lose: Callable[[str, str], bool]) -> It
             answer = client.request(self.command, self.path, content=body, headers=headers)
             with lock:
                 lost = lose(self.command, self.path)
-            status = 503 if lost else answer.status_code
-            content = b'{"lost": true}' if lost else answer.content
-            with lock:
-                log.append((self.command, self.path, status))
+                log.append((self.command, self.path, (instead[0] if instead else 0) if lost else answer.status_code))
+            if lost and instead is None:
+                self.close_connection = True  # closed with no answer at all
+                return
+            status, content = instead if lost and instead else (answer.status_code, answer.content)
             self.send_response(status)
             for key, value in answer.headers.items():
                 if key.lower() not in HOP_BY_HOP:

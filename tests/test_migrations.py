@@ -38,3 +38,22 @@ def test_every_migration_reverses_and_reapplies(create_database):
     assert left == set() and sequences == 0
     upgrade(sqlalchemy_url)
     assert _differences(url) == []
+
+
+def test_0008_forgets_the_write_keys_stored_in_extra(create_database):
+    import psycopg
+
+    url = create_database(migrate=False)
+    sqlalchemy_url = Settings(database_url=url).sqlalchemy_url
+    upgrade(sqlalchemy_url, "0007")
+    rows = [("only-key", '{"writeKey": "eyJ.secret"}'), ("key-and-more", '{"writeKey": "eyJ.secret", "library": "x"}'),
+            ("no-key", '{"library": "y"}'), ("no-extra", None)]
+    with psycopg.connect(url, autocommit=True) as conn:
+        for message_id, extra in rows:
+            conn.execute(
+                "INSERT INTO events (project_id, message_id, type, event, user_id, ts, received_at, extra) "
+                "VALUES ('p', %s, 'track', 'E', 'u', now(), now(), %s::jsonb)", [message_id, extra],
+            )
+        upgrade(sqlalchemy_url)
+        kept = dict(conn.execute("SELECT message_id, extra FROM events ORDER BY message_id").fetchall())
+    assert kept == {"only-key": None, "key-and-more": {"library": "x"}, "no-key": {"library": "y"}, "no-extra": None}

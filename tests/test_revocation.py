@@ -181,3 +181,10 @@ def test_cli_revoke_without_a_project_is_one_line(tmp_path, database_url):
     result = tally(tmp_path, "token", "revoke", "some-jti", env={"TALLY_DATABASE_URL": database_url, "TALLY_JWT_SECRET": SECRET})
     assert result.returncode != 0
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("tally: error:") and "--project" in result.stderr
+
+
+def test_a_jti_holding_nul_is_422_not_500(client, auth):
+    # Found by the OpenAPI fuzzer: Postgres text cannot hold NUL, so the database refused it (500).
+    response = client.post("/v1/tokens/revoked", json={"jti": "a\x00b"}, headers=auth)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["location"] == "body.jti"

@@ -432,6 +432,48 @@ def project_free_case(method: str, path: str) -> Callable:
     return case
 
 
+def vendor_case(path: str) -> Callable:
+    """Another vendor's format: A's events carrying B's message ids as their vendor ids and B's
+    naming fields are stored as A's, and B's stay as they were (checked after every case)."""
+
+    def body_for(token: str, ids: list[str], b: ProjectB) -> tuple[bytes, dict[str, str]]:
+        now = time.time()
+        if path in ("/track", "/import", "/engage", "/groups"):
+            records = [{"event": "A Bought", "properties": {"token": token, "distinct_id": A_USER, "time": now,
+                                                            "$insert_id": i, **b.naming()}} for i in ids]
+            if path == "/engage":
+                records = [{"$token": token, "$distinct_id": A_USER, "$time": now, "$set": b.naming()}]
+            if path == "/groups":
+                records = [{"$token": token, "$group_key": "company", "$group_id": b.id, "$set": b.naming()}]
+            return ("data=" + quote(orjson.dumps(records).decode())).encode(), {"Content-Type": "application/x-www-form-urlencoded"}
+        if path == "/2/httpapi":
+            events = [{"event_type": "A Bought", "user_id": A_USER, "insert_id": i, "time": int(now * 1000),
+                       "event_properties": b.naming()} for i in ids]
+            return orjson.dumps({"api_key": token, "events": events}), {}
+        events = [{"event": "A Bought", "distinct_id": A_USER, "uuid": i, "properties": b.naming(),
+                   "timestamp": "2026-06-01T10:00:00Z"} for i in ids]
+        if path == "/i/v1/analytics/events":
+            return orjson.dumps({"batch": events}), bearer(token)
+        return orjson.dumps({"api_key": token, "batch": events}), {}
+
+    def case(client, db, b: ProjectB, a: str) -> None:
+        token = auth_headers(a)["Authorization"].split(" ", 1)[1]
+        ids = b.message_ids[:2]
+        body, headers = body_for(token, ids, b)
+        response = client.post(path, content=body, headers={"Content-Type": "application/json", **headers})
+        assert 200 <= response.status_code < 300, response.text
+        assert [i for i in b.identifiers() - set(ids) if i in response.text] == []
+        mine = db.execute("SELECT count(*) FROM events WHERE project_id = %s", [a]).fetchone()[0]
+        assert mine == (1 if path in ("/engage", "/groups") else len(ids))
+        if path != "/i/v1/analytics/events":  # v1 carries no key in the body
+            # B's own key in the body beside A's Authorization is refused.
+            body, _ = body_for(b.token, ids, b)
+            refused = client.post(path, content=body, headers={"Content-Type": "application/json", **auth_headers(a)})
+            assert refused.status_code == 401, refused.text
+
+    return case
+
+
 def sdk_telemetry_case(path: str) -> Callable:
     """The SDKs' own telemetry: dropped, whoever sends it, with nothing stored or named."""
 
@@ -478,6 +520,9 @@ CASES: dict[tuple[str, str], Callable] = {
     ("GET", "/v1/schemas/{event:path}"): read_schema_case,
     ("PUT", "/v1/schemas/{event:path}"): change_schema_case("PUT"),
     ("DELETE", "/v1/schemas/{event:path}"): change_schema_case("DELETE"),
+    **{("POST", path): vendor_case(path) for path in (
+        "/batch", "/batch/", "/e/", "/e", "/capture/", "/capture", "/i/v0/e/", "/i/v0/e", "/i/v1/analytics/events",
+        "/track", "/import", "/engage", "/groups", "/2/httpapi")},
     ("POST", "/v1/m"): sdk_telemetry_case("/v1/m"),
     ("POST", "/rsaMetrics"): sdk_telemetry_case("/rsaMetrics"),
     ("GET", "/v1/projects/{write_key}/settings"): segment_settings_case,
