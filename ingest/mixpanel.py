@@ -141,15 +141,7 @@ def _profile(record: Any) -> Any:
     """An /engage record: {"$token", "$distinct_id", "$time", "$set": {...}, ...}: an identify."""
     if not isinstance(record, dict):
         return record
-    rest = dict(record)
-    pop(rest, "$token")
-    traits: dict[str, Any] = {}
-    for operation in PROFILE_OPERATIONS:
-        value = rest.pop(operation, None)
-        if isinstance(value, dict):
-            traits.update(value)
-        elif value is not None:
-            rest[operation] = value
+    rest, traits = _operations(record)
     return {
         "type": "identify",
         "messageId": derived_id(NAME, record),
@@ -162,14 +154,11 @@ def _profile(record: Any) -> Any:
     }
 
 
-def _group(record: Any) -> Any:
-    """A /groups record: {"$token", "$group_key", "$group_id", "$set": {...}}: a group event of
-    the pseudo-person `$group:<key>:<id>` (a group profile has no person of its own)."""
-    if not isinstance(record, dict):
-        return record
+def _operations(record: dict) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A profile record without its token, and the traits its `$set_once` and `$set` give
+    (`$set` wins); other operations stay in the record."""
     rest = dict(record)
     pop(rest, "$token")
-    key, group_id = rest.pop("$group_key", None), rest.pop("$group_id", None)
     traits: dict[str, Any] = {}
     for operation in PROFILE_OPERATIONS:
         value = rest.pop(operation, None)
@@ -177,6 +166,16 @@ def _group(record: Any) -> Any:
             traits.update(value)
         elif value is not None:
             rest[operation] = value
+    return rest, traits
+
+
+def _group(record: Any) -> Any:
+    """A /groups record: {"$token", "$group_key", "$group_id", "$set": {...}}: a group event of
+    the pseudo-person `$group:<key>:<id>` (a group profile has no person of its own)."""
+    if not isinstance(record, dict):
+        return record
+    rest, traits = _operations(record)
+    key, group_id = rest.pop("$group_key", None), rest.pop("$group_id", None)
     return {
         "type": "group",
         "messageId": derived_id(NAME, record),
