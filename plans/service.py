@@ -162,6 +162,7 @@ async def replace_schema(
         "etag": new_tag(),
     }
     async with pool.connection() as conn:
+        params["revision"], params["now"] = await (await conn.execute(sql.NEXT_REVISION)).fetchone()
         row = await (await conn.execute(sql.REPLACE_SCHEMA, params)).fetchone()
     if row is None:
         raise _missing(event, condition)

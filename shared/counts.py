@@ -6,10 +6,11 @@ a reader that adds the deltas to the rollups in one snapshot counts every stored
 once, as soon as its batch is acknowledged.
 
 Three parts keep it:
-- ingest appends the increments of exactly the rows it inserted (`APPEND_DELTAS`, a clause of
-  the insert statement, so they commit with the events or not at all);
-- the folder (`fold_loop`) moves committed deltas into the rollups, deleting and adding in one
-  statement (`FOLD_COUNTS`), one folder at a time (`TRY_FOLD_LOCK`);
+- ingest appends the increments of exactly the rows it inserted (`APPEND_DELTAS`, in the
+  insert's transaction, so they commit with the events or not at all);
+- the folder (`fold_loop`) moves committed deltas into the rollups, a project at a time,
+  taking them out (`TAKE_DELTAS`) and adding them (`ADD_HOURLY`, `ADD_DAILY`) in one
+  transaction, one folder at a time (`TRY_FOLD_LOCK`);
 - readers (query/sql.py) add the deltas not folded yet to the rollups they read.
 """
 
@@ -17,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime, timezone
 
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from shared.metrics import Metrics
@@ -33,41 +36,54 @@ FOLD_INTERVAL_SECONDS = 0.2
 # backlog (after an outage) drains in bounded steps instead of being rolled back every round.
 FOLD_LIMIT = 50_000
 
-# The insert statement's CTE `inserted` returns (event, ts) of exactly the rows it inserted
-# (ON CONFLICT DO NOTHING RETURNING), so a duplicate never inflates a count. Increments are
-# appended, never updated in place: no two ingest statements wait on each other for a counter
-# row. Written as a CTE that follows `inserted`.
-APPEND_DELTAS = """counted AS (
-    INSERT INTO event_count_deltas (project_id, bucket, event, n)
-    SELECT %(project)s, date_trunc('hour', ts, 'UTC'), event, count(*)
-    FROM inserted
-    GROUP BY 2, 3
-)"""
+# Appends the increments of exactly the rows an insert statement inserted (its RETURNING, so
+# a duplicate never inflates a count), grouped by UTC hour and name: one row per (hour, event),
+# as three arrays. Appended, never updated in place, so no two ingest transactions wait on each
+# other for a counter row. Run in the insert's transaction: they commit together or not at all.
+APPEND_DELTAS = """
+INSERT INTO event_count_deltas (project_id, bucket, event, n)
+SELECT %(project)s, b, e, n FROM unnest(%(buckets)s::timestamptz[], %(events)s::text[], %(counts)s::bigint[]) AS d(b, e, n)
+"""
 
-# Moves committed deltas into both rollups atomically: a reader's snapshot sees each increment
-# either still in the deltas or already in the rollups. Deltas of transactions still in flight
-# are not visible here and wait for the next fold. Only the holder of the fold lock runs it, so
-# the rollup rows have a single writer, and the upserts, grouped and ordered by key, never wait
-# on ingest.
-FOLD_COUNTS = """
+# The projects with deltas waiting: one index-only pass over (project_id, bucket).
+PROJECTS_WITH_DELTAS = "SELECT DISTINCT project_id FROM event_count_deltas"
+
+# A round's bound for one project without a row address (Citus has none to give): the hour at
+# which its `limit`-th oldest delta lies. Rows before it are at most `limit`.
+OLDEST_DELTA = "SELECT min(bucket) FROM event_count_deltas WHERE project_id = %(project)s"
+
+FOLD_BOUND = """
+SELECT bucket FROM event_count_deltas WHERE project_id = %(project)s ORDER BY bucket OFFSET %(limit)s LIMIT 1
+"""
+
+# Takes one project's deltas before `bound` (all of them when there is no bound; the oldest
+# hour's when the bound is that hour) out of the deltas, summed by hour and event. Its caller
+# adds the sums to both rollups in the same transaction, so a reader's snapshot sees each
+# increment either still in the deltas or already in the rollups, never both or neither. Only
+# the holder of the fold lock runs it, so the rollup rows have a single writer.
+TAKE_DELTAS = """
 WITH moved AS (
     DELETE FROM event_count_deltas
-    WHERE ctid = ANY(ARRAY(SELECT ctid FROM event_count_deltas LIMIT %(limit)s))
-    RETURNING project_id, bucket, event, n
-), hourly AS (
-    INSERT INTO event_counts_hourly AS c (project_id, bucket, event, n)
-    SELECT project_id, bucket, event, sum(n) FROM moved
-    GROUP BY 1, 2, 3
-    ORDER BY 1, 2, 3
-    ON CONFLICT (project_id, bucket, event) DO UPDATE SET n = c.n + EXCLUDED.n
-), daily AS (
-    INSERT INTO event_counts_daily AS d (project_id, day, event, n)
-    SELECT project_id, date_trunc('day', bucket, 'UTC'), event, sum(n) FROM moved
-    GROUP BY 1, 2, 3
-    ORDER BY 1, 2, 3
-    ON CONFLICT (project_id, day, event) DO UPDATE SET n = d.n + EXCLUDED.n
+    WHERE project_id = %(project)s
+      AND (%(bound)s::timestamptz IS NULL OR bucket < %(bound)s OR bucket = %(oldest)s)
+    RETURNING bucket, event, n
 )
-SELECT count(*) FROM moved
+SELECT bucket, event, sum(n)::bigint, count(*) FROM moved GROUP BY 1, 2 ORDER BY 1, 2
+"""
+
+ADD_HOURLY = """
+INSERT INTO event_counts_hourly AS c (project_id, bucket, event, n)
+SELECT %(project)s, b, e, n FROM unnest(%(buckets)s::timestamptz[], %(events)s::text[], %(counts)s::bigint[]) AS d(b, e, n)
+ON CONFLICT (project_id, bucket, event) DO UPDATE SET n = c.n + EXCLUDED.n
+"""
+
+ADD_DAILY = """
+INSERT INTO event_counts_daily AS d (project_id, day, event, n)
+SELECT %(project)s, date_trunc('day', b, 'UTC'), e, sum(n)
+FROM unnest(%(buckets)s::timestamptz[], %(events)s::text[], %(counts)s::bigint[]) AS x(b, e, n)
+GROUP BY 2, 3
+ORDER BY 2, 3
+ON CONFLICT (project_id, day, event) DO UPDATE SET n = d.n + EXCLUDED.n
 """
 
 # One folder at a time across every worker and process: the others skip their turn
@@ -87,13 +103,47 @@ class FoldMetrics:
         )
 
 
+def delta_rows(inserted: list[tuple[str, datetime]]) -> dict[str, list]:
+    """APPEND_DELTAS' arrays for the (event, ts) rows an insert returned."""
+    counts: dict[tuple[datetime, str], int] = {}
+    for event, ts in inserted:
+        key = (ts.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0), event)
+        counts[key] = counts.get(key, 0) + 1
+    return {"buckets": [b for b, _ in counts], "events": [e for _, e in counts], "counts": list(counts.values())}
+
+
 async def fold_counts(pool: AsyncConnectionPool, limit: int = FOLD_LIMIT) -> int | None:
-    """Move up to `limit` committed deltas into the rollups; how many, or None when another
-    folder holds the turn."""
+    """Move up to about `limit` committed deltas into the rollups, a project at a time, in one
+    transaction; how many, or None when another folder holds the turn."""
+    moved = 0
     async with pool.connection() as conn, conn.transaction():
         if not (await (await conn.execute(TRY_FOLD_LOCK)).fetchone())[0]:
             return None
-        return (await (await conn.execute(FOLD_COUNTS, {"limit": limit})).fetchone())[0]
+        projects = [project for (project,) in await (await conn.execute(PROJECTS_WITH_DELTAS)).fetchall()]
+        for project in projects:
+            if moved >= limit:
+                break
+            moved += await _fold_project(conn, project, limit - moved)
+    return moved
+
+
+async def _fold_project(conn: AsyncConnection, project: str, limit: int) -> int:
+    found = await (await conn.execute(FOLD_BOUND, {"project": project, "limit": limit})).fetchone()
+    bound = found[0] if found else None
+    oldest = None
+    if bound is not None:
+        # Past the bound every row is newer; when the oldest hour alone holds `limit` rows the
+        # bound is that hour, and that hour is taken whole so that the round makes progress.
+        oldest = (await (await conn.execute(OLDEST_DELTA, {"project": project})).fetchone())[0]
+        oldest = oldest if oldest == bound else None
+    sums = await (await conn.execute(TAKE_DELTAS, {"project": project, "bound": bound, "oldest": oldest})).fetchall()
+    if not sums:
+        return 0
+    arrays = {"project": project, "buckets": [r[0] for r in sums], "events": [r[1] for r in sums],
+              "counts": [r[2] for r in sums]}
+    await conn.execute(ADD_HOURLY, arrays)
+    await conn.execute(ADD_DAILY, arrays)
+    return sum(r[3] for r in sums)
 
 
 async def fold_loop(pool: AsyncConnectionPool, metrics: FoldMetrics) -> None:
@@ -112,3 +162,16 @@ async def fold_loop(pool: AsyncConnectionPool, metrics: FoldMetrics) -> None:
         except Exception as exc:  # the database may be down; deltas wait, counts stay exact
             metrics.failures.inc()
             outage.failed(exc)
+
+
+def fold_everything(conn) -> None:
+    """Fold every committed delta now, on a synchronous psycopg connection, waiting for a fold
+    already running (tests that read the rollups directly call this first)."""
+    with conn.transaction():
+        conn.execute(FOLD_LOCK)
+        for (project,) in conn.execute(PROJECTS_WITH_DELTAS).fetchall():
+            sums = conn.execute(TAKE_DELTAS, {"project": project, "bound": None, "oldest": None}).fetchall()
+            arrays = {"project": project, "buckets": [r[0] for r in sums], "events": [r[1] for r in sums],
+                      "counts": [r[2] for r in sums]}
+            conn.execute(ADD_HOURLY, arrays)
+            conn.execute(ADD_DAILY, arrays)

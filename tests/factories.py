@@ -43,9 +43,7 @@ def fold_counts(db) -> None:
     Tests that read event_counts_hourly/daily directly call this first; it waits for a fold
     already running in a server instead of skipping its turn.
     """
-    with db.transaction():
-        db.execute(counts.FOLD_LOCK)
-        db.execute(counts.FOLD_COUNTS, {"limit": 10_000_000})
+    counts.fold_everything(db)
 
 
 def assert_counts_match_events(db, project: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 import time
@@ -13,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from shared import counts
+from shared.db import create_pool
 from tally.app import create_app
 from tests.factories import assert_counts_match_events, auth_headers, fold_counts, make_event
 from tests.helpers import free_port, make_settings, start_server, stop_server
@@ -156,9 +158,38 @@ def test_a_fold_moves_at_most_its_limit_so_a_backlog_drains_in_bounded_steps(cre
             "SELECT 'p', timestamptz '2026-01-01 00:00Z' + (i % 3) * interval '1 hour', 'E', 1 "
             "FROM generate_series(1, 25) AS i"
         )
-        moved = [conn.execute(counts.FOLD_COUNTS, {"limit": 10}).fetchone()[0] for _ in range(4)]
+
+    async def rounds() -> list[int | None]:
+        pool = create_pool(make_settings(url))
+        await pool.open()
+        try:
+            return [await counts.fold_counts(pool, limit=10) for _ in range(4)]
+        finally:
+            await pool.close()
+
+    moved = asyncio.run(rounds())
+    with psycopg.connect(url, autocommit=True) as conn:
         hourly = conn.execute("SELECT n FROM event_counts_hourly WHERE project_id = 'p' ORDER BY bucket").fetchall()
         daily = conn.execute("SELECT n FROM event_counts_daily WHERE project_id = 'p'").fetchall()
-    assert moved == [10, 10, 5, 0]
+        left = conn.execute("SELECT count(*) FROM event_count_deltas").fetchone()[0]
+    # Whole hours of at most 10 rows a round (8, 9, 8 in the three hours), oldest first.
+    assert moved == [8, 9, 8, 0] and left == 0
     assert [n for (n,) in hourly] == [8, 9, 8]
     assert daily == [(25,)]
+
+
+def test_an_hour_with_more_deltas_than_the_limit_is_folded_whole(create_database):
+    url = create_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO event_count_deltas (project_id, bucket, event, n) "
+                     "SELECT 'p', timestamptz '2026-01-01 00:00Z', 'E', 1 FROM generate_series(1, 30)")
+
+    async def fold() -> int | None:
+        pool = create_pool(make_settings(url))
+        await pool.open()
+        try:
+            return await counts.fold_counts(pool, limit=10)
+        finally:
+            await pool.close()
+
+    assert asyncio.run(fold()) == 30
