@@ -4,9 +4,10 @@
 # - The batch arrives as one JSON array of rows (keys named after the columns) and
 #   jsonb_to_recordset unpacks it in C: one plan and one parameter whatever the batch size, and
 #   the server encodes each event once instead of dumping an array per column.
-# - ON CONFLICT DO NOTHING RETURNING yields exactly the rows this statement inserted; their
-#   increments go to the count deltas (shared.counts.APPEND_DELTAS) in the same transaction,
-#   so a duplicate never inflates a count and the counts commit with the events.
+# - ON CONFLICT DO NOTHING RETURNING yields exactly the rows this statement inserted, each as
+#   its name and UTC hour (epoch seconds: an integer is cheaper to read back than a timestamp);
+#   their increments go to the count deltas (shared.counts.APPEND_DELTAS) in the same
+#   transaction, so a duplicate never inflates a count and the counts commit with the events.
 # - A concurrent insert of the same messageId waits for the other transaction and is then
 #   skipped: exactly once, with no SELECT-then-INSERT race. Rows arrive sorted by messageId
 #   (the service sorts them), so two batches sharing ids take their locks in the same order.
@@ -25,7 +26,7 @@ FROM jsonb_to_recordset(%(rows)s::jsonb) AS e(
     original_timestamp timestamptz, properties jsonb, context jsonb, traits jsonb, extra jsonb,
     violations jsonb)
 ON CONFLICT (project_id, message_id) DO NOTHING
-RETURNING event, ts
+RETURNING event, extract(epoch FROM date_trunc('hour', ts, 'UTC'))::bigint
 """
 
 # Serialises requests that share an Idempotency-Key without blocking: the loser of the race is

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timezone
+from collections import Counter
 
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
@@ -42,7 +42,7 @@ FOLD_LIMIT = 50_000
 # other for a counter row. Run in the insert's transaction: they commit together or not at all.
 APPEND_DELTAS = """
 INSERT INTO event_count_deltas (project_id, bucket, event, n)
-SELECT %(project)s, b, e, n FROM unnest(%(buckets)s::timestamptz[], %(events)s::text[], %(counts)s::bigint[]) AS d(b, e, n)
+SELECT %(project)s, to_timestamp(b), e, n FROM unnest(%(hours)s::bigint[], %(events)s::text[], %(counts)s::bigint[]) AS d(b, e, n)
 """
 
 # The projects with deltas waiting: one index-only pass over (project_id, bucket).
@@ -103,13 +103,10 @@ class FoldMetrics:
         )
 
 
-def delta_rows(inserted: list[tuple[str, datetime]]) -> dict[str, list]:
-    """APPEND_DELTAS' arrays for the (event, ts) rows an insert returned."""
-    counts: dict[tuple[datetime, str], int] = {}
-    for event, ts in inserted:
-        key = (ts.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0), event)
-        counts[key] = counts.get(key, 0) + 1
-    return {"buckets": [b for b, _ in counts], "events": [e for _, e in counts], "counts": list(counts.values())}
+def delta_rows(inserted: list[tuple[str, int]]) -> dict[str, list]:
+    """APPEND_DELTAS' arrays for the (event, UTC hour as epoch seconds) rows an insert returned."""
+    counts = Counter(inserted)
+    return {"hours": [h for _, h in counts], "events": [e for e, _ in counts], "counts": list(counts.values())}
 
 
 async def fold_counts(pool: AsyncConnectionPool, limit: int = FOLD_LIMIT) -> int | None:

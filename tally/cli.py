@@ -108,6 +108,27 @@ def cmd_migrate(args) -> None:
     except Exception as exc:
         raise CommandError(f"migration failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
     print(f"database {_describe(settings.database_url)} is at the latest schema")
+    from tally.distribute import NotCitus, distribute
+
+    # On a Citus coordinator, a table a migration created is distributed at once.
+    try:
+        changed = distribute(settings.database_url)
+    except NotCitus:
+        return
+    if changed:
+        print(f"distributed: {', '.join(changed)}")
+
+
+def cmd_distribute(args) -> None:
+    settings, _ = _resolve_database(_settings())
+    _check_database(settings.database_url)
+    from tally.distribute import NotCitus, distribute
+
+    try:
+        changed = distribute(settings.database_url)
+    except NotCitus as exc:
+        raise CommandError(str(exc)) from None
+    print(f"distributed: {', '.join(changed)}" if changed else "every table is distributed already")
 
 
 def cmd_token(args) -> None:
@@ -297,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", help="upgrade the database schema to the latest revision")
     migrate.set_defaults(func=cmd_migrate)
+
+    distribute = sub.add_parser("distribute", help="on a Citus coordinator, distribute the tables by project")
+    distribute.set_defaults(func=cmd_distribute)
 
     token = sub.add_parser(
         "token", help="print a signed JWT, or revoke one",

@@ -148,3 +148,22 @@ def test_parser_knows_the_documented_commands():
     args = parser.parse_args(["token", "--project", "p", "--scope", "ingest query", "--ttl", "30d", "--sub", "me"])
     assert (args.project, args.scope, args.ttl, args.sub) == ("p", "ingest query", "30d", "me")
     assert parser.parse_args(["migrate"]).command == "migrate"
+
+
+def test_distribute_on_a_database_without_citus_says_so_in_one_line_and_changes_nothing(tmp_path, create_database):
+    url = create_database()
+    with psycopg.connect(url) as conn:
+        before = conn.execute("SELECT count(*) FROM pg_class").fetchone()[0]
+    result = tally(tmp_path, "distribute", env={"TALLY_DATABASE_URL": url})
+    assert result.returncode != 0
+    assert result.stderr.count("\n") == 1 and "no citus extension" in result.stderr, result.stderr
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_class").fetchone()[0] == before
+
+
+def test_every_table_is_distributed_or_a_reference_table():
+    from shared.tables import metadata
+    from tally.distribute import DISTRIBUTED, REFERENCE
+
+    assert sorted(DISTRIBUTED + REFERENCE) == sorted(metadata.tables)
+    assert not set(DISTRIBUTED) & set(REFERENCE)
