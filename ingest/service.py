@@ -213,9 +213,7 @@ async def ingest(services: IngestServices, request: IngestRequest) -> IngestAnsw
 
     async with services.slots.turn(), services.pool.connection() as conn:
         if key is None:
-            # Pipelined: BEGIN and the insert leave in one round trip (its rows are read back),
-            # the deltas and COMMIT in a second.
-            async with conn.pipeline(), conn.transaction():
+            async with conn.transaction():
                 accepted = await insert_rows(conn, project, checked.rows, envelope.sent_at, received_at)
             answer = IngestAnswer(*wire.answer(_outcome(accepted, checked), envelope))
         else:

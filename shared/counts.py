@@ -20,6 +20,8 @@ import asyncio
 import logging
 from collections import Counter
 
+import orjson
+
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
@@ -38,11 +40,12 @@ FOLD_LIMIT = 50_000
 
 # Appends the increments of exactly the rows an insert statement inserted (its RETURNING, so
 # a duplicate never inflates a count), grouped by UTC hour and name: one row per (hour, event),
-# as three arrays. Appended, never updated in place, so no two ingest transactions wait on each
+# sent as one JSON array (one parameter: psycopg dumps array parameters element by element). Appended, never updated in place, so no two ingest transactions wait on each
 # other for a counter row. Run in the insert's transaction: they commit together or not at all.
 APPEND_DELTAS = """
 INSERT INTO event_count_deltas (project_id, bucket, event, n)
-SELECT %(project)s, to_timestamp(b), e, n FROM unnest(%(hours)s::bigint[], %(events)s::text[], %(counts)s::bigint[]) AS d(b, e, n)
+SELECT %(project)s, to_timestamp(d.hour), d.event, d.n
+FROM jsonb_to_recordset(%(deltas)s::jsonb) AS d(hour bigint, event text, n bigint)
 """
 
 # The projects with deltas waiting: one index-only pass over (project_id, bucket).
@@ -103,10 +106,10 @@ class FoldMetrics:
         )
 
 
-def delta_rows(inserted: list[tuple[str, int]]) -> dict[str, list]:
-    """APPEND_DELTAS' arrays for the (event, UTC hour as epoch seconds) rows an insert returned."""
-    counts = Counter(inserted)
-    return {"hours": [h for _, h in counts], "events": [e for e, _ in counts], "counts": list(counts.values())}
+def delta_rows(inserted: list[tuple[str, int]]) -> dict[str, str]:
+    """APPEND_DELTAS' parameter for the (event, UTC hour as epoch seconds) rows an insert returned."""
+    deltas = [{"hour": hour, "event": event, "n": n} for (event, hour), n in Counter(inserted).items()]
+    return {"deltas": orjson.dumps(deltas).decode()}
 
 
 async def fold_counts(pool: AsyncConnectionPool, limit: int = FOLD_LIMIT) -> int | None:
