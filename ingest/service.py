@@ -24,7 +24,6 @@ from ingest.admission import Admission, StatementSlots
 from ingest.checks import BatchContext, Rejected, Row, SchemaViolation, is_unicode, to_row
 from ingest.envelope import Envelope, Outcome
 from ingest.plan import TrackingPlan
-from shared import counts
 from shared.auth import Principal
 from shared.errors import AppError, DatabaseUnavailable
 from shared.metrics import DURATION_BUCKETS, Metrics
@@ -172,7 +171,7 @@ def check(events: list, kind: str | None, ctx: BatchContext) -> Checked:
 async def insert_rows(
     conn: AsyncConnection, project: str, rows: list[Row], sent_at: datetime | None, received_at: datetime
 ) -> int:
-    """Store rows not stored before, inside the caller's transaction; returns how many were new."""
+    """Store rows not stored before; returns how many were new."""
     if not rows:
         return 0
     rows = sorted(rows, key=lambda r: r.message_id)  # lock order, see sql.INSERT_EVENTS
@@ -182,10 +181,8 @@ async def insert_rows(
         "received_at": received_at,
         "rows": (b"[" + b",".join(r.encoded for r in rows) + b"]").decode(),
     }
-    inserted = await (await conn.execute(sql.INSERT_EVENTS, params)).fetchall()
-    if inserted:
-        await conn.execute(counts.APPEND_DELTAS, {"project": project, **counts.delta_rows(inserted)})
-    return len(inserted)
+    cur = await conn.execute(sql.INSERT_EVENTS, params)
+    return (await cur.fetchone())[0]
 
 
 async def ingest(services: IngestServices, request: IngestRequest) -> IngestAnswer:
@@ -213,8 +210,7 @@ async def ingest(services: IngestServices, request: IngestRequest) -> IngestAnsw
 
     async with services.slots.turn(), services.pool.connection() as conn:
         if key is None:
-            async with conn.transaction():
-                accepted = await insert_rows(conn, project, checked.rows, envelope.sent_at, received_at)
+            accepted = await insert_rows(conn, project, checked.rows, envelope.sent_at, received_at)
             answer = IngestAnswer(*wire.answer(_outcome(accepted, checked), envelope))
         else:
             print_ = idempotency.fingerprint(request.path, request.body)

@@ -6,8 +6,8 @@ a reader that adds the deltas to the rollups in one snapshot counts every stored
 once, as soon as its batch is acknowledged.
 
 Three parts keep it:
-- ingest appends the increments of exactly the rows it inserted (`APPEND_DELTAS`, in the
-  insert's transaction, so they commit with the events or not at all);
+- ingest appends the increments of exactly the rows it inserted (`APPEND_DELTAS`, a clause of
+  the insert statement, so they commit with the events or not at all);
 - the folder (`fold_loop`) moves committed deltas into the rollups, a project at a time,
   taking them out (`TAKE_DELTAS`) and adding them (`ADD_HOURLY`, `ADD_DAILY`) in one
   transaction, one folder at a time (`TRY_FOLD_LOCK`);
@@ -18,10 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
-
-import orjson
-
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
@@ -38,15 +34,16 @@ FOLD_INTERVAL_SECONDS = 0.2
 # backlog (after an outage) drains in bounded steps instead of being rolled back every round.
 FOLD_LIMIT = 50_000
 
-# Appends the increments of exactly the rows an insert statement inserted (its RETURNING, so
-# a duplicate never inflates a count), grouped by UTC hour and name: one row per (hour, event),
-# sent as one JSON array (one parameter: psycopg dumps array parameters element by element). Appended, never updated in place, so no two ingest transactions wait on each
-# other for a counter row. Run in the insert's transaction: they commit together or not at all.
-APPEND_DELTAS = """
-INSERT INTO event_count_deltas (project_id, bucket, event, n)
-SELECT %(project)s, to_timestamp(d.hour), d.event, d.n
-FROM jsonb_to_recordset(%(deltas)s::jsonb) AS d(hour bigint, event text, n bigint)
-"""
+# The insert statement's CTE `inserted` returns (event, ts) of exactly the rows it inserted
+# (ON CONFLICT DO NOTHING RETURNING), so a duplicate never inflates a count. Increments are
+# appended, never updated in place: no two ingest statements wait on each other for a counter
+# row. Written as a CTE that follows `inserted`, so they commit with the events.
+APPEND_DELTAS = """counted AS (
+    INSERT INTO event_count_deltas (project_id, bucket, event, n)
+    SELECT %(project)s, date_trunc('hour', ts, 'UTC'), event, count(*)
+    FROM inserted
+    GROUP BY 2, 3
+)"""
 
 # The projects with deltas waiting: one index-only pass over (project_id, bucket).
 PROJECTS_WITH_DELTAS = "SELECT DISTINCT project_id FROM event_count_deltas"
@@ -104,12 +101,6 @@ class FoldMetrics:
         self.failures = metrics.counter(
             "tally_count_fold_failures_total", "Folds of count deltas that failed (the deltas wait).", []
         )
-
-
-def delta_rows(inserted: list[tuple[str, int]]) -> dict[str, str]:
-    """APPEND_DELTAS' parameter for the (event, UTC hour as epoch seconds) rows an insert returned."""
-    deltas = [{"hour": hour, "event": event, "n": n} for (event, hour), n in Counter(inserted).items()]
-    return {"deltas": orjson.dumps(deltas).decode()}
 
 
 async def fold_counts(pool: AsyncConnectionPool, limit: int = FOLD_LIMIT) -> int | None:

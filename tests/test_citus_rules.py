@@ -73,12 +73,20 @@ def test_the_scan_finds_the_statements():
             "ingest.sql.UPSERT_RESPONSE"} <= set(STATEMENTS)
 
 
+# The one statement that writes two project tables, and why (docs/scaling.md): split in two it
+# cost 15 to 20% of ingest throughput on one Postgres; on Citus it runs, as a distributed
+# statement with a two-phase commit.
+TWO_TABLES = {"INSERT_EVENTS"}
+
+
 @pytest.mark.parametrize("name", sorted(STATEMENTS))
 def test_every_statement_keeps_the_citus_rule(name):
     found = violations(STATEMENTS[name])
     short = name.rsplit(".", 1)[-1]
     if short in ACROSS_PROJECTS:
         found = [v for v in found if v != "a project table without %(project)s"]
+    if short in TWO_TABLES:
+        found = [v for v in found if not v.startswith("writes 2 project tables")]
     assert found == [], f"{name}: {found}"
 
 
