@@ -45,7 +45,8 @@ def test_a_later_page_takes_its_keyset_bound_from_the_primary_key(conn):
 
 @pytest.mark.parametrize("statement, params", [
     (sql.GET_SCHEMA, {}),
-    (sql.REPLACE_SCHEMA, {"schema": "{}", "mode": "flag", "description": None, "sub": "s", "etag": "t2", "etags": ["t1"]}),
+    (sql.REPLACE_SCHEMA, {"schema": "{}", "mode": "flag", "description": None, "sub": "s", "etag": "t2", "etags": ["t1"],
+                          "revision": 7, "now": "2026-12-02T00:00:00Z"}),
     (sql.DELETE_SCHEMA, {"etags": None}),
 ])
 def test_one_schema_is_found_by_its_primary_key(conn, statement, params):
