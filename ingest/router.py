@@ -21,7 +21,7 @@ from ingest.idempotency import parse_key
 from ingest.schemas import EventIn, IngestResult
 from ingest.service import WireFormat
 from shared.auth import IngestWriter, write_key_authorizer
-from shared.errors import AppError
+from shared.errors import DATABASE_ERRORS, AppError, DatabaseUnavailable
 from shared.events import EVENT_TYPES
 from shared.openapi import answers, raw_body
 from shared.services import services_of
@@ -45,8 +45,9 @@ class IngestRoute(APIRoute):
 async def _handle(request: Request, kind: str | None, wire: WireFormat) -> Response:
     try:
         answer = await _ingest(request, kind, wire)
-    except AppError as error:
+    except (AppError, *DATABASE_ERRORS) as exc:
         # A vendor's SDK that cannot read problem+json gets the failure in its own shape.
+        error = exc if isinstance(exc, AppError) else DatabaseUnavailable()
         shaped = wire.problem(error)
         if shaped is None:
             raise

@@ -301,12 +301,15 @@ def _from_database_error(request: Request, exc: Exception) -> Response:
     return _from_app_error(request, DatabaseUnavailable())
 
 
+# What the database raises when it is unreachable or too slow: answered as DatabaseUnavailable.
+# 25P03 (the server ended a session left idle in a transaction) is filed by psycopg under
+# InternalError, but for the client it is the same retryable outage.
+DATABASE_ERRORS = (psycopg_pool.PoolTimeout, psycopg.OperationalError, psycopg.errors.IdleInTransactionSessionTimeout)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _from_app_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _from_http_exception)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _from_validation_error)  # type: ignore[arg-type]
-    app.add_exception_handler(psycopg_pool.PoolTimeout, _from_database_error)
-    app.add_exception_handler(psycopg.OperationalError, _from_database_error)
-    # 25P03: the server ended a session left idle in a transaction; psycopg files it under
-    # InternalError, but for the client it is the same retryable outage.
-    app.add_exception_handler(psycopg.errors.IdleInTransactionSessionTimeout, _from_database_error)
+    for error in DATABASE_ERRORS:
+        app.add_exception_handler(error, _from_database_error)

@@ -290,3 +290,24 @@ def test_the_tracking_plan_applies_to_every_format(client, db, project):
         {"batch": [{"event": "Bought", "uuid": "ph-bad", "distinct_id": "u", "properties": {"price": "x"}}]}))
     assert ph.json()["results"]["ph-bad"]["code"] == "schema_violation"
     assert list(stored(db, project)) == ["p-ok"]
+
+
+def test_a_pool_timeout_is_the_same_retryable_503_in_each_vendor_shape(database_url, project):
+    from fastapi.testclient import TestClient
+
+    from tally.app import create_app
+    from tests.helpers import make_settings
+
+    app = create_app(make_settings(database_url, db_pool_size=1, db_pool_timeout=0.2))
+    with TestClient(app, raise_server_exceptions=False) as busy:
+        pool = app.state.services.pool
+        held = busy.portal.call(pool.getconn)  # the only connection: every request waits, then times out
+        try:
+            amplitude_ = amplitude(project, [{"event_type": "E", "user_id": "u", "insert_id": "t-1"}], client=busy)
+            mixpanel = busy.post("/track", content=form({"event": "E", "properties": {
+                "token": key(project), "distinct_id": "u", "$insert_id": "t-2"}}), headers=FORM)
+        finally:
+            busy.portal.call(pool.putconn, held)
+    assert amplitude_.status_code == 503 and amplitude_.json() == {"code": 503, "error": "Database unavailable, retry later"}
+    assert mixpanel.status_code == 503 and mixpanel.json()["status"] == 0
+    assert amplitude_.headers["retry-after"] == "1"
