@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from shared import jsonb
-from shared.errors import BadRequest
+from shared.errors import BadRequest, PayloadTooLarge
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,3 +37,11 @@ def parse_object(body: bytes) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise BadRequest("body must be a JSON object")
     return payload
+
+
+def check_batch_size(events: list[Any], max_batch_events: int) -> None:
+    """400 for an empty batch, 413 for one over TALLY_MAX_BATCH_EVENTS."""
+    if not events:
+        raise BadRequest("batch is empty")
+    if len(events) > max_batch_events:
+        raise PayloadTooLarge(f"batch has {len(events)} events; the limit is {max_batch_events}")

@@ -16,11 +16,11 @@ from typing import Any
 
 import orjson
 
-from ingest.envelope import Envelope, Outcome
+from ingest.envelope import Envelope, Outcome, check_batch_size
 from ingest.segment import sent_at_of
 from ingest.vendor import derived_id, pop, with_wire
 from shared import jsonb
-from shared.errors import AppError, BadRequest, PayloadTooLarge
+from shared.errors import AppError, BadRequest
 
 NAME = "posthog"
 # PostHog's special events and the Segment type each becomes; any other name is a track.
@@ -65,10 +65,7 @@ def credential(payload: Any) -> object:
 
 def envelope(payload: Any, kind: str | None, max_batch_events: int) -> Envelope:
     raws = _raw_events(payload)
-    if not raws:
-        raise BadRequest("batch is empty")
-    if len(raws) > max_batch_events:
-        raise PayloadTooLarge(f"batch has {len(raws)} events; the limit is {max_batch_events}")
+    check_batch_size(raws, max_batch_events)
     sent_at = payload.get("sent_at") if isinstance(payload, dict) else None
     events = [_event(raw) for raw in raws]
     ids = [raw.get("uuid") if isinstance(raw, dict) else None for raw in raws]

@@ -19,8 +19,8 @@ import orjson
 
 from ingest.checks import parse_time
 from ingest.content import refuse_form
-from ingest.envelope import Envelope, Outcome, parse_object
-from shared.errors import AppError, BadRequest, PayloadTooLarge
+from ingest.envelope import Envelope, Outcome, check_batch_size, parse_object
+from shared.errors import AppError, BadRequest
 
 NAME = "segment"
 
@@ -42,10 +42,7 @@ def envelope(payload: dict[str, Any], kind: str | None, max_batch_events: int) -
         events = payload.get("batch")
         if not isinstance(events, list):
             raise BadRequest('body must be an object with a "batch" list of events')
-        if not events:
-            raise BadRequest("batch is empty")
-        if len(events) > max_batch_events:
-            raise PayloadTooLarge(f"batch has {len(events)} events; the limit is {max_batch_events}")
+        check_batch_size(events, max_batch_events)
         context = payload.get("context")
         if context is not None and not isinstance(context, dict):
             raise BadRequest("batch context must be a JSON object")
