@@ -9,6 +9,7 @@ response is sent: a 200 means durable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
 from psycopg import AsyncConnection
+from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
 
 from ingest import idempotency, sql
@@ -25,11 +27,13 @@ from ingest.checks import BatchContext, Rejected, Row, SchemaViolation, is_unico
 from ingest.envelope import Envelope, Outcome
 from ingest.plan import TrackingPlan
 from shared.auth import Principal
+from shared.counts import APPEND_COUNTS
 from shared.errors import AppError, DatabaseUnavailable
 from shared.metrics import DURATION_BUCKETS, Metrics
 from shared.settings import Settings
 
 log = logging.getLogger("tally.ingest")
+IDLE = TransactionStatus.IDLE
 
 BATCH_SIZE_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500)
 PURGE_INTERVAL_SECONDS = 600.0
@@ -169,20 +173,33 @@ def check(events: list, kind: str | None, ctx: BatchContext) -> Checked:
 
 
 async def insert_rows(
-    conn: AsyncConnection, project: str, rows: list[Row], sent_at: datetime | None, received_at: datetime
+    conn: AsyncConnection,
+    project: str,
+    rows: list[Row],
+    sent_at: datetime | None,
+    received_at: datetime,
+    citus: bool = False,
 ) -> int:
-    """Store rows not stored before; returns how many were new."""
+    """Store rows not stored before with their count increments; returns how many were new."""
     if not rows:
         return 0
-    rows = sorted(rows, key=lambda r: r.message_id)  # lock order, see sql.INSERT_EVENTS
+    rows = sorted(rows, key=lambda r: r.message_id)  # lock order, see sql.STORE_EVENTS
     params = {
         "project": project,
         "sent_at": sent_at,
         "received_at": received_at,
         "rows": (b"[" + b",".join(r.encoded for r in rows) + b"]").decode(),
     }
-    cur = await conn.execute(sql.INSERT_EVENTS, params)
-    return (await cur.fetchone())[0]
+    if not citus:
+        cur = await conn.execute(sql.INSERT_EVENTS, params)
+        return (await cur.fetchone())[0]
+    # Within the caller's transaction (an Idempotency-Key's), else in one of its own.
+    async with contextlib.nullcontext() if conn.info.transaction_status != IDLE else conn.transaction():
+        inserted = await (await conn.execute(sql.STORE_EVENTS, params)).fetchall()
+        if inserted:
+            events, stamps = zip(*inserted)
+            await conn.execute(APPEND_COUNTS, {"project": project, "events": list(events), "ts": list(stamps)})
+    return len(inserted)
 
 
 async def ingest(services: IngestServices, request: IngestRequest) -> IngestAnswer:
@@ -210,7 +227,7 @@ async def ingest(services: IngestServices, request: IngestRequest) -> IngestAnsw
 
     async with services.slots.turn(), services.pool.connection() as conn:
         if key is None:
-            accepted = await insert_rows(conn, project, checked.rows, envelope.sent_at, received_at)
+            accepted = await insert_rows(conn, project, checked.rows, envelope.sent_at, received_at, settings.citus)
             answer = IngestAnswer(*wire.answer(_outcome(accepted, checked), envelope))
         else:
             print_ = idempotency.fingerprint(request.path, request.body)
@@ -219,7 +236,7 @@ async def ingest(services: IngestServices, request: IngestRequest) -> IngestAnsw
                 if stored is not None:
                     services.metrics.replays.inc()
                     return IngestAnswer(*stored, replayed=True)
-                accepted = await insert_rows(conn, project, checked.rows, envelope.sent_at, received_at)
+                accepted = await insert_rows(conn, project, checked.rows, envelope.sent_at, received_at, settings.citus)
                 answer = IngestAnswer(*wire.answer(_outcome(accepted, checked), envelope))
                 if answer.status == 200:
                     await idempotency.store(conn, project, key, print_, answer.body)

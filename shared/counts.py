@@ -34,16 +34,23 @@ FOLD_INTERVAL_SECONDS = 0.2
 # backlog (after an outage) drains in bounded steps instead of being rolled back every round.
 FOLD_LIMIT = 50_000
 
-# The insert statement's CTE `inserted` returns (event, ts) of exactly the rows it inserted
-# (ON CONFLICT DO NOTHING RETURNING), so a duplicate never inflates a count. Increments are
-# appended, never updated in place: no two ingest statements wait on each other for a counter
-# row. Written as a CTE that follows `inserted`, so they commit with the events.
-APPEND_DELTAS = """counted AS (
-    INSERT INTO event_count_deltas (project_id, bucket, event, n)
+# The increments of exactly the rows an insert inserted (`inserted`: its ON CONFLICT DO NOTHING
+# RETURNING event, ts), so a duplicate never inflates a count. Appended, never updated in
+# place: no two ingest statements wait on each other for a counter row.
+_DELTAS_OF_INSERTED = """INSERT INTO event_count_deltas (project_id, bucket, event, n)
     SELECT %(project)s, date_trunc('hour', ts, 'UTC'), event, count(*)
     FROM inserted
-    GROUP BY 2, 3
-)"""
+    GROUP BY 2, 3"""
+
+# As a CTE that follows the insert's `inserted`, so they commit with the events in one statement.
+APPEND_DELTAS = f"counted AS ({_DELTAS_OF_INSERTED})"
+
+# As a statement of its own, from the (event, ts) pairs the insert returned, for the Citus form
+# of the write (two statements in one transaction: ingest/sql.py).
+APPEND_COUNTS = f"""
+WITH inserted AS (SELECT * FROM unnest(%(events)s::text[], %(ts)s::timestamptz[]) AS i(event, ts))
+{_DELTAS_OF_INSERTED}
+"""
 
 # The projects with deltas waiting: one index-only pass over (project_id, bucket).
 PROJECTS_WITH_DELTAS = "SELECT DISTINCT project_id FROM event_count_deltas"

@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     # Pages (origins such as https://dash.example.com) whose scripts may call the query and
     # admin endpoints; ingest takes events from any page (shared/cors.py). Comma-separated.
     cors_origins: Annotated[list[str], NoDecode] = []
+    # The database is a Citus coordinator: each batch is written as two statements in one
+    # transaction, which Citus keeps on the project's shard (docs/scaling.md), rather than the
+    # one statement that is cheapest on a single Postgres.
+    citus: bool = False
 
     @field_validator("database_url")
     @classmethod

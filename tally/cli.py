@@ -16,8 +16,12 @@ import socket
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
 
 
 class CommandError(Exception):
@@ -117,6 +121,13 @@ def cmd_migrate(args) -> None:
         return
     if changed:
         print(f"distributed: {', '.join(changed)}")
+    _remind_citus(settings)
+
+
+def _remind_citus(settings: Settings) -> None:
+    if not settings.citus:
+        print("this is a Citus coordinator: serve with TALLY_CITUS=true, so that each batch stays on "
+              "its project's shard (docs/scaling.md)", file=sys.stderr)
 
 
 def cmd_distribute(args) -> None:
@@ -129,6 +140,7 @@ def cmd_distribute(args) -> None:
     except NotCitus as exc:
         raise CommandError(str(exc)) from None
     print(f"distributed: {', '.join(changed)}" if changed else "every table is distributed already")
+    _remind_citus(settings)
 
 
 def cmd_token(args) -> None:

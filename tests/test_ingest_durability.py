@@ -39,10 +39,17 @@ def test_unreachable_database_is_503_with_retry_after_not_a_hang(auth):
     assert int(response.headers["retry-after"]) >= 1
 
 
+# Every test here runs against both forms of the write (ingest/sql.py): the one statement of a
+# single Postgres, and the two statements in one transaction of TALLY_CITUS.
+@pytest.fixture(scope="module", params=[False, True], ids=["one-statement", "citus-form"])
+def citus(request) -> bool:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def impatient(database_url) -> Iterator[TestClient]:
+def impatient(database_url, citus) -> Iterator[TestClient]:
     """An app whose statements are cancelled after 300 ms (its lock waits after 150 ms)."""
-    with TestClient(create_app(make_settings(database_url, db_statement_timeout_ms=300)),
+    with TestClient(create_app(make_settings(database_url, db_statement_timeout_ms=300, citus=citus)),
                     raise_server_exceptions=False) as app:
         yield app
 
@@ -76,7 +83,36 @@ def test_statement_cancelled_by_the_database_is_503_and_stores_nothing(impatient
     assert "idempotent-replayed" not in retry.headers
 
 
+@pytest.mark.parametrize("key", [None, "retry-me"], ids=["plain", "idempotency-key"])
+def test_counts_that_cannot_be_stored_take_their_events_with_them(create_database, citus, key):
+    """The events and their count increments commit together: when the increments fail, the
+    batch's events are not kept either (and a resend after the fault stores them, once)."""
+    url = create_database()
+    project = "p_atomic"
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute("ALTER TABLE event_count_deltas ADD CONSTRAINT refuse_boom CHECK (event <> 'boom')")
+        batch = [make_event(event="fine"), make_event(event="boom")]
+        headers = {**auth_headers(project), **({"Idempotency-Key": key} if key else {})}
+        with TestClient(create_app(make_settings(url, citus=citus)), raise_server_exceptions=False) as app:
+            assert app.post("/v1/batch", json={"batch": batch}, headers=headers).status_code >= 500
+            assert event_ids(db, project) == []
+            assert db.execute("SELECT count(*) FROM idempotency_keys").fetchone()[0] == 0
+            db.execute("ALTER TABLE event_count_deltas DROP CONSTRAINT refuse_boom")
+            retry = app.post("/v1/batch", json={"batch": batch}, headers=headers)
+            assert retry.status_code == 200 and retry.json()["accepted"] == 2
+            again = app.post("/v1/batch", json={"batch": batch}, headers=auth_headers(project))
+            assert again.json()["accepted"] == 0 and again.json()["duplicates"] == 2
+        assert_counts_match_events(db, project)
+
+
 # --- concurrency against real processes -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def live_server(database_url, citus) -> Iterator[str]:
+    proc, base = start_server(database_url, env={"TALLY_CITUS": str(citus).lower()})
+    yield base
+    stop_server(proc)
 
 
 def post_concurrently(base: str | list[str], bodies: list[dict], headers: dict) -> list[httpx.Response]:
@@ -113,9 +149,9 @@ def test_same_batch_on_32_connections_is_stored_exactly_once(live_server, db, pr
 
 
 @pytest.fixture
-def second_server(database_url) -> Iterator[str]:
+def second_server(database_url, citus) -> Iterator[str]:
     """Another `tally serve` process on the same database, beside live_server."""
-    proc, base = start_server(database_url)
+    proc, base = start_server(database_url, env={"TALLY_CITUS": str(citus).lower()})
     yield base
     stop_server(proc)
 
