@@ -53,6 +53,10 @@ class BatchContext:
     batch_context: dict | None
     # The project's tracking plan: event name -> schema rule for its track calls.
     rules: dict[str, Rule]
+    # The project's lifecycle: events older than this are not kept (None: kept forever), and
+    # new events of these ids are refused (shared/projects.py, shared/suppressions.py).
+    retained_from: datetime | None = None
+    suppressed: frozenset[str] = frozenset()
     # Whether this batch's timestamps are corrected by its sentAt: decided once per batch.
     correct_skew: bool = field(init=False)
 
@@ -167,6 +171,8 @@ def to_row(raw: object, kind: str | None, ctx: BatchContext) -> Row:
     anonymous_id = _identity(raw, "anonymousId")
     if user_id is None and anonymous_id is None:
         raise Rejected(Rejection.MISSING_IDENTITY, "userId or anonymousId is required")
+    if ctx.suppressed and (user_id in ctx.suppressed or anonymous_id in ctx.suppressed):
+        raise Rejected(Rejection.USER_SUPPRESSED, "this user's data was erased and their new events are refused")
 
     if event_type == "track":
         name = raw.get("event")
@@ -199,6 +205,11 @@ def to_row(raw: object, kind: str | None, ctx: BatchContext) -> Row:
         raise Rejected(Rejection.TIMESTAMP_IN_FUTURE, f"timestamp {ts.isoformat()} is too far in the future")
     if ts < EARLIEST:
         raise Rejected(Rejection.TIMESTAMP_OUT_OF_RANGE, "timestamp is before 1970-01-01")
+    if ctx.retained_from is not None and ts < ctx.retained_from:
+        raise Rejected(
+            Rejection.OUTSIDE_RETENTION,
+            f"timestamp {ts.isoformat()} is older than the project keeps events (from {ctx.retained_from.isoformat()})",
+        )
 
     properties = _json_object(raw, "properties")
     rule = ctx.rules.get(name) if event_type == "track" else None

@@ -17,7 +17,7 @@ from fastapi.routing import APIRoute
 from ingest import amplitude, mixpanel, posthog, segment, service
 from ingest.envelope import Envelope, Outcome
 from ingest.content import ACCEPTED_TYPES, read_body
-from ingest.idempotency import parse_key
+from shared.idempotency import parse_key
 from ingest.schemas import EventIn, IngestResult
 from ingest.service import WireFormat
 from shared.auth import IngestWriter, write_key_authorizer

@@ -21,16 +21,19 @@ from psycopg import AsyncConnection
 from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
 
-from ingest import idempotency, sql
+from ingest import sql
 from ingest.admission import Admission, StatementSlots
 from ingest.checks import BatchContext, Rejected, Row, SchemaViolation, is_unicode, to_row
 from ingest.envelope import Envelope, Outcome
 from ingest.plan import TrackingPlan
+from shared import idempotency
 from shared.auth import Principal
 from shared.counts import APPEND_COUNTS
 from shared.errors import AppError, DatabaseUnavailable
 from shared.metrics import DURATION_BUCKETS, Metrics
+from shared.projects import ProjectSettings
 from shared.settings import Settings
+from shared.suppressions import Suppressions
 
 log = logging.getLogger("tally.ingest")
 IDLE = TransactionStatus.IDLE
@@ -83,12 +86,18 @@ class IngestServices:
     metrics: IngestMetrics
     admission: Admission
     slots: StatementSlots
+    projects: ProjectSettings
+    suppressions: Suppressions
 
 
-def ingest_services(settings: Settings, pool: AsyncConnectionPool, metrics: Metrics) -> IngestServices:
+def ingest_services(
+    settings: Settings, pool: AsyncConnectionPool, metrics: Metrics, projects: ProjectSettings, suppressions: Suppressions,
+) -> IngestServices:
     return IngestServices(
         pool=pool,
         settings=settings,
+        projects=projects,
+        suppressions=suppressions,
         plan=TrackingPlan(),
         metrics=IngestMetrics(metrics),
         admission=Admission(settings.max_inflight_requests),
@@ -205,8 +214,8 @@ async def insert_rows(
 async def ingest(services: IngestServices, request: IngestRequest) -> IngestAnswer:
     started = time.perf_counter()
     settings = services.settings
-    if not services.plan.loaded:
-        raise DatabaseUnavailable("the tracking plan is not loaded yet")
+    if not (services.plan.loaded and services.projects.loaded and services.suppressions.loaded):
+        raise DatabaseUnavailable("the tracking plan, project settings or suppressions are not loaded yet")
     received_at = datetime.now(timezone.utc)
     wire = request.format
     payload = wire.parse(request.body, request.media_type)
@@ -220,6 +229,8 @@ async def ingest(services: IngestServices, request: IngestRequest) -> IngestAnsw
         max_event_bytes=settings.max_event_bytes,
         batch_context=envelope.context,
         rules=services.plan.rules_for(principal.project),
+        retained_from=services.projects.retained_from(principal.project, received_at),
+        suppressed=services.suppressions.ids_for(principal.project),
     )
     checked = check(envelope.events, envelope.kind, ctx)
     project = principal.project

@@ -38,28 +38,6 @@ WITH inserted AS ({STORE_EVENTS}), {APPEND_DELTAS}
 SELECT count(*) FROM inserted
 """
 
-# Serialises requests that share an Idempotency-Key without blocking: the loser of the race is
-# answered 409 at once. The lock is released when the transaction ends, even if the process dies.
-TRY_LOCK_IDEMPOTENCY_KEY = "SELECT pg_try_advisory_xact_lock(hashtextextended(%(key)s, hashtextextended(%(project)s, 0)))"
-
-# Only keys younger than the retention count; an older row is overwritten by UPSERT_RESPONSE.
-STORED_RESPONSE = """
-SELECT fingerprint, status, body FROM idempotency_keys
-WHERE project_id = %(project)s AND key = %(key)s AND created_at > now() - make_interval(secs => %(ttl)s)
-"""
-
-# EXCLUDED.created_at, not now(), in the update: the time is taken once, in VALUES, and the
-# SET holds no function (Citus requires DO UPDATE SET to be immutable: docs/scaling.md).
-UPSERT_RESPONSE = """
-INSERT INTO idempotency_keys (project_id, key, fingerprint, status, body, created_at)
-VALUES (%(project)s, %(key)s, %(fingerprint)s, %(status)s, %(body)s, now())
-ON CONFLICT (project_id, key) DO UPDATE
-SET fingerprint = EXCLUDED.fingerprint, status = EXCLUDED.status, body = EXCLUDED.body,
-    created_at = EXCLUDED.created_at
-"""
-
-PURGE_EXPIRED_KEYS = "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => %(ttl)s)"
-
 # The tracking plan a worker holds (ingest/plan.py), in one statement, one snapshot: the listing
 # and the bodies it needs always agree, so an update committed between two queries can never
 # leave an event name briefly without its schema. Bodies only for revisions not compiled yet.

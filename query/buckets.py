@@ -92,11 +92,13 @@ class Bucket:
 class Grid:
     """Buckets of one interval over [start, end): UTC hours, local days, or the whole range."""
 
-    def __init__(self, interval: str, zone: ZoneInfo, start: datetime, end: datetime):
+    def __init__(self, interval: str, zone: ZoneInfo, start: datetime, end: datetime, counted_from: datetime | None = None):
         self.interval = interval
         self.zone = zone
         self.start = start
         self.end = end
+        # Buckets count nothing before this (the retention's start), whatever their labels say.
+        self.counted_from = start if counted_from is None else max(start, counted_from)
 
     def label_of(self, t: datetime) -> datetime:
         if self.interval == "hour":
@@ -115,7 +117,7 @@ class Grid:
     def buckets_from(self, label: datetime) -> Iterator[Bucket]:
         while label < self.end:
             following = self._next(label)
-            lo, hi = max(label, self.start), min(following, self.end)
+            lo, hi = max(label, self.counted_from), min(following, self.end)
             if lo < hi:
                 flo = min(ceil_hour(lo), hi)
                 fhi = max(floor_hour(hi), flo)

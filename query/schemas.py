@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -17,6 +18,9 @@ class AggregateRow(BaseModel):
 class AggregatePage(BaseModel):
     data: list[AggregateRow]
     next_cursor: str | None = Field(description="Pass as `cursor` with the same parameters for the next page.")
+    retained_from: datetime | None = Field(
+        description="The oldest instant the project keeps (its retention); nothing before it is counted. "
+                    "null: everything is kept.")
 
 
 class EventRow(BaseModel):

@@ -23,8 +23,9 @@ from query import sql
 from query.buckets import UTC, Bucket, Grid, floor_hour, from_micros, micros, parse_instant, parse_zone
 from shared import cursor
 from shared.auth import Principal
-from shared.errors import InvalidParameter, NotFound
+from shared.errors import DatabaseUnavailable, InvalidParameter, NotFound
 from shared.metrics import DURATION_BUCKETS, Metrics
+from shared.projects import ProjectSettings
 
 METRICS = ("count", "unique_users")
 DEFAULT_RANGE = timedelta(days=7)
@@ -56,10 +57,12 @@ class QueryServices:
 
     pool: AsyncConnectionPool
     metrics: QueryMetrics
+    # Where each project's kept data starts (shared/projects.py): aggregates say so.
+    projects: ProjectSettings
 
     @classmethod
-    def create(cls, pool: AsyncConnectionPool, metrics: Metrics) -> QueryServices:
-        return cls(pool=pool, metrics=QueryMetrics(metrics))
+    def create(cls, pool: AsyncConnectionPool, metrics: Metrics, projects: ProjectSettings) -> QueryServices:
+        return cls(pool=pool, metrics=QueryMetrics(metrics), projects=projects)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,10 +128,17 @@ async def aggregates(services: QueryServices, principal: Principal, p: Aggregate
         after = (from_micros(after_label), after_event)
     else:
         start, end = _range(start, end, datetime.now(UTC))
-    grid = Grid(p.interval, zone, start, end)
+    # Nothing before the retention is counted, even while the retention job has yet to remove
+    # it: the answer is what is kept, and says from when (the range itself, and so the cursor
+    # and the bucket labels, stay as asked).
+    if not services.projects.loaded:
+        raise DatabaseUnavailable("the project settings are not loaded yet")
+    kept = services.projects.retained_from(principal.project, datetime.now(UTC))
+    grid = Grid(p.interval, zone, start, end, counted_from=kept)
 
     rows: list[CountRow] = []
-    buckets = grid.buckets_from(after[0] if after else grid.label_of(start))
+    first = grid.label_of(grid.counted_from)
+    buckets = grid.buckets_from(max(after[0], first) if after else first)
     size = FIRST_WINDOW
     async with services.pool.connection() as conn:
         while len(rows) <= p.limit:
@@ -160,7 +170,7 @@ async def aggregates(services: QueryServices, principal: Principal, p: Aggregate
             item["unique_users"] = row.users
         data.append(item)
     services.metrics.observe("aggregates", started, len(data))
-    return orjson.dumps({"data": data, "next_cursor": next_cursor})
+    return orjson.dumps({"data": data, "next_cursor": next_cursor, "retained_from": kept}, option=orjson.OPT_UTC_Z)
 
 
 @dataclass(frozen=True, slots=True)

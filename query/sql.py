@@ -64,6 +64,8 @@ WITH b AS (
 SELECT label, event, sum(n)::bigint AS n, lo, hi
 FROM parts
 GROUP BY label, lo, hi, event
+-- Removed events leave decrements until the fold: a bucket they emptied has no row.
+HAVING sum(n) <> 0
 ORDER BY label, event
 LIMIT %(limit)s
 """)

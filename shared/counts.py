@@ -37,20 +37,26 @@ FOLD_LIMIT = 50_000
 # The increments of exactly the rows an insert inserted (`inserted`: its ON CONFLICT DO NOTHING
 # RETURNING event, ts), so a duplicate never inflates a count. Appended, never updated in
 # place: no two ingest statements wait on each other for a counter row.
-_DELTAS_OF_INSERTED = """INSERT INTO event_count_deltas (project_id, bucket, event, n)
-    SELECT %(project)s, date_trunc('hour', ts, 'UTC'), event, count(*)
-    FROM inserted
+def _deltas_of(source: str, n: str) -> str:
+    return f"""INSERT INTO event_count_deltas (project_id, bucket, event, n)
+    SELECT %(project)s, date_trunc('hour', ts, 'UTC'), event, {n}
+    FROM {source}
     GROUP BY 2, 3"""
 
+
 # As a CTE that follows the insert's `inserted`, so they commit with the events in one statement.
-APPEND_DELTAS = f"counted AS ({_DELTAS_OF_INSERTED})"
+APPEND_DELTAS = f"counted AS ({_deltas_of('inserted', 'count(*)')})"
+
+_RETURNED = "unnest(%(events)s::text[], %(ts)s::timestamptz[]) AS r(event, ts)"
 
 # As a statement of its own, from the (event, ts) pairs the insert returned, for the Citus form
 # of the write (two statements in one transaction: ingest/sql.py).
-APPEND_COUNTS = f"""
-WITH inserted AS (SELECT * FROM unnest(%(events)s::text[], %(ts)s::timestamptz[]) AS i(event, ts))
-{_DELTAS_OF_INSERTED}
-"""
+APPEND_COUNTS = _deltas_of(_RETURNED, "count(*)")
+
+# The decrements of removed events (retention, erasure: lifecycle/sql.py), from the (event, ts)
+# pairs their DELETE returned, in its transaction. The fold adds them like any delta and drops
+# the rollup rows they bring to zero.
+SUBTRACT_COUNTS = _deltas_of(_RETURNED, "-count(*)")
 
 # The projects with deltas waiting: one index-only pass over (project_id, bucket).
 PROJECTS_WITH_DELTAS = "SELECT DISTINCT project_id FROM event_count_deltas"
@@ -91,6 +97,17 @@ FROM unnest(%(buckets)s::timestamptz[], %(events)s::text[], %(counts)s::bigint[]
 GROUP BY 2, 3
 ORDER BY 2, 3
 ON CONFLICT (project_id, day, event) DO UPDATE SET n = d.n + EXCLUDED.n
+"""
+
+# Rows that decrements brought to zero: a bucket without events has no row.
+DROP_EMPTY_HOURLY = """
+DELETE FROM event_counts_hourly WHERE project_id = %(project)s AND bucket = ANY(%(buckets)s::timestamptz[]) AND n = 0
+"""
+
+DROP_EMPTY_DAILY = """
+DELETE FROM event_counts_daily
+WHERE project_id = %(project)s AND n = 0
+  AND day = ANY(ARRAY(SELECT date_trunc('day', b, 'UTC') FROM unnest(%(buckets)s::timestamptz[]) AS b))
 """
 
 # One folder at a time across every worker and process: the others skip their turn
@@ -135,13 +152,22 @@ async def _fold_project(conn: AsyncConnection, project: str, limit: int) -> int:
         oldest = (await (await conn.execute(OLDEST_DELTA, {"project": project})).fetchone())[0]
         oldest = oldest if oldest == bound else None
     sums = await (await conn.execute(TAKE_DELTAS, {"project": project, "bound": bound, "oldest": oldest})).fetchall()
+    for statement, params in _adding(project, sums):
+        await conn.execute(statement, params)
+    return sum(r[3] for r in sums)
+
+
+def _adding(project: str, sums: list) -> list[tuple[str, dict]]:
+    """The statements that add one project's taken sums to both rollups."""
     if not sums:
-        return 0
+        return []
     arrays = {"project": project, "buckets": [r[0] for r in sums], "events": [r[1] for r in sums],
               "counts": [r[2] for r in sums]}
-    await conn.execute(ADD_HOURLY, arrays)
-    await conn.execute(ADD_DAILY, arrays)
-    return sum(r[3] for r in sums)
+    statements = [(ADD_HOURLY, arrays), (ADD_DAILY, arrays)]
+    if any(r[2] < 0 for r in sums):
+        negative = {"project": project, "buckets": [r[0] for r in sums if r[2] < 0]}
+        statements += [(DROP_EMPTY_HOURLY, negative), (DROP_EMPTY_DAILY, negative)]
+    return statements
 
 
 async def fold_loop(pool: AsyncConnectionPool, metrics: FoldMetrics) -> None:
@@ -169,7 +195,5 @@ def fold_everything(conn) -> None:
         conn.execute(FOLD_LOCK)
         for (project,) in conn.execute(PROJECTS_WITH_DELTAS).fetchall():
             sums = conn.execute(TAKE_DELTAS, {"project": project, "bound": None, "oldest": None}).fetchall()
-            arrays = {"project": project, "buckets": [r[0] for r in sums], "events": [r[1] for r in sums],
-                      "counts": [r[2] for r in sums]}
-            conn.execute(ADD_HOURLY, arrays)
-            conn.execute(ADD_DAILY, arrays)
+            for statement, params in _adding(project, sums):
+                conn.execute(statement, params)

@@ -214,6 +214,8 @@ class Rejection(StrEnum):
     UNSTORABLE_VALUE = "unstorable_value"
     EVENT_TOO_LARGE = "event_too_large"
     SCHEMA_VIOLATION = "schema_violation"
+    OUTSIDE_RETENTION = "outside_retention"
+    USER_SUPPRESSED = "user_suppressed"
 
 
 def problem_response(

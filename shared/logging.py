@@ -16,6 +16,8 @@ import orjson
 ALLOWED_FIELDS = (
     "request_id", "method", "route", "path", "status", "duration_ms", "project", "router",
     "events", "accepted", "duplicates", "rejected", "error",
+    # The lifecycle's audit lines: the job, who asked (a token's sub), how many ids, never which.
+    "erasure", "requested_by", "user_count", "suppress", "sub", "fields",
 )
 
 

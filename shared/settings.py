@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     # Bounded so the future limit (now + tolerance) stays inside the datetime range.
     future_tolerance_seconds: float = Field(86400.0, ge=0, le=10 * 365 * 86400)
     idempotency_ttl_seconds: int = Field(86400, ge=60)
+    # Days events are kept (by their timestamp) in projects that never set their own retention
+    # (PATCH /v1/project); None keeps them forever.
+    retention_days: int | None = Field(None, ge=1, le=36500)
     # Size cap of one tracking-plan schema as JSON: bounds what compiling and checking it cost.
     max_schema_bytes: int = Field(64 * 1024, ge=1024)
     # Pages (origins such as https://dash.example.com) whose scripts may call the query and

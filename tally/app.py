@@ -16,6 +16,8 @@ from ingest import compat
 from ingest import router as ingest_router
 from ingest.schemas import EventIn, batch_in
 from ingest.service import IngestServices, ingest_services, purge_loop
+from lifecycle import router as lifecycle_router
+from lifecycle.service import LifecycleMetrics, LifecycleServices, erasure_loop, retention_loop
 from plans import router as plans_router
 from query import router as query_router
 from query.service import QueryServices
@@ -27,12 +29,14 @@ from shared.db import create_pool
 from shared.errors import Problem, install_error_handlers
 from shared.logging import configure_logging
 from shared.metrics import Metrics
+from shared.projects import ProjectSettings
 from shared.middleware import RequestContext
 from shared.openapi import document_models
 from shared.reload import reload_loop
 from shared.revocation import RevokedTokens
 from shared.services import Services
 from shared.settings import Settings
+from shared.suppressions import Suppressions
 from tally import admin, ops
 from tally.migrate import head_revision
 
@@ -48,8 +52,15 @@ def create_app(settings: Settings) -> FastAPI:
     reads = settings.role in ("all", "query")
     metrics = Metrics()
     pool = create_pool(settings)
-    ingest = ingest_services(settings, pool, metrics) if writes else None
-    query = QueryServices.create(pool, metrics) if reads else None
+    # Per-process copies every role reads (project settings) or ingest and the lifecycle share
+    # (suppressions): one object each, so a change this worker commits holds here at once.
+    projects = ProjectSettings(settings.retention_days)
+    suppressions = Suppressions()
+    ingest = ingest_services(settings, pool, metrics, projects, suppressions) if writes else None
+    lifecycle = (
+        LifecycleServices(pool, settings, projects, suppressions, LifecycleMetrics(metrics)) if writes else None
+    )
+    query = QueryServices.create(pool, metrics, projects) if reads else None
     # The count folder runs where events are written; query reads what it has not folded yet.
     fold_metrics = counts.FoldMetrics(metrics) if writes else None
     services = Services(
@@ -62,14 +73,15 @@ def create_app(settings: Settings) -> FastAPI:
         # every role needs the key. ValueError when there is no secret to sign with.
         cursor_key=signing_key(settings),
         head_revision=head_revision(),
-        roles=tuple(part for part in (ingest, query) if part is not None),
+        roles=tuple(part for part in (ingest, lifecycle, query) if part is not None),
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # wait=False: the process comes up even while the database is down; /readyz says so.
         await pool.open(wait=False)
-        tasks = [asyncio.create_task(job) for job in await _background(services, ingest, fold_metrics)]
+        jobs = await _background(services, projects, ingest, lifecycle, fold_metrics)
+        tasks = [asyncio.create_task(job) for job in jobs]
         try:
             yield
         finally:
@@ -102,6 +114,8 @@ def create_app(settings: Settings) -> FastAPI:
         documented += admin.DOCUMENTED_MODELS
         app.include_router(plans_router.router)
         documented += plans_router.DOCUMENTED_MODELS
+        app.include_router(lifecycle_router.router)
+        documented += lifecycle_router.DOCUMENTED_MODELS
     if reads:
         app.include_router(query_router.router)
     app.add_middleware(RequestContext, metrics=metrics)
@@ -112,21 +126,28 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 async def _background(
-    services: Services, ingest: IngestServices | None, fold_metrics: counts.FoldMetrics | None
+    services: Services,
+    projects: ProjectSettings,
+    ingest: IngestServices | None,
+    lifecycle: LifecycleServices | None,
+    fold_metrics: counts.FoldMetrics | None,
 ) -> list[Coroutine[Any, Any, None]]:
     """Load the per-process copies once (until they are, the requests that need them are 503;
     if the database is down, their reload loops keep trying), then the loops to run."""
     pool, settings = services.pool, services.settings
-    with contextlib.suppress(Exception):
-        await services.revoked.refresh(pool, timeout=settings.db_pool_timeout)
-    jobs = [_sample_pool(pool, services.metrics), reload_loop("revocation list", services.revoked, pool)]
-    if ingest is not None and fold_metrics is not None:
+    copies: list[tuple[str, Any]] = [("revocation list", services.revoked), ("project settings", projects)]
+    if ingest is not None:
+        copies += [("tracking plan", ingest.plan), ("suppressions", ingest.suppressions)]
+    for _, copy in copies:
         with contextlib.suppress(Exception):
-            await ingest.plan.refresh(pool, timeout=settings.db_pool_timeout)
+            await copy.refresh(pool, timeout=settings.db_pool_timeout)
+    jobs = [_sample_pool(pool, services.metrics), *(reload_loop(name, copy, pool) for name, copy in copies)]
+    if fold_metrics is not None and lifecycle is not None:
         jobs += [
-            reload_loop("tracking plan", ingest.plan, pool),
             purge_loop(pool, settings.idempotency_ttl_seconds),
             counts.fold_loop(pool, fold_metrics),
+            retention_loop(lifecycle),
+            erasure_loop(lifecycle),
         ]
     return jobs
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import psycopg
 
-DISTRIBUTED = ("events", "event_counts_hourly", "event_counts_daily", "event_count_deltas", "idempotency_keys")
-REFERENCE = ("revoked_tokens", "event_schemas")
+DISTRIBUTED = (
+    "events", "event_counts_hourly", "event_counts_daily", "event_count_deltas", "idempotency_keys", "erasures",
+)
+REFERENCE = ("revoked_tokens", "event_schemas", "projects", "suppressions")
 
 HAS_CITUS = "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')"
 ALREADY = "SELECT logicalrelid::text FROM pg_dist_partition"

@@ -47,7 +47,7 @@ def fold_counts(db) -> None:
 
 
 def assert_counts_match_events(db, project: str) -> None:
-    """The maintained hourly counts (after a fold) equal a recount of the stored events."""
+    """The maintained hourly and daily counts (after a fold) equal a recount of the stored events."""
     fold_counts(db)
     recount = db.execute(
         "SELECT date_trunc('hour', ts, 'UTC'), event, count(*) FROM events WHERE project_id = %s "
@@ -57,3 +57,10 @@ def assert_counts_match_events(db, project: str) -> None:
         "SELECT bucket, event, n FROM event_counts_hourly WHERE project_id = %s ORDER BY 1, 2", [project]
     ).fetchall()
     assert maintained == recount
+    daily = db.execute(
+        "SELECT date_trunc('day', ts, 'UTC'), event, count(*) FROM events WHERE project_id = %s "
+        "GROUP BY 1, 2 ORDER BY 1, 2", [project],
+    ).fetchall()
+    assert db.execute(
+        "SELECT day, event, n FROM event_counts_daily WHERE project_id = %s ORDER BY 1, 2", [project]
+    ).fetchall() == daily

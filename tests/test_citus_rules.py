@@ -14,10 +14,11 @@ from psycopg.sql import Composable
 from ingest import sql as ingest_sql
 from plans import sql as plans_sql
 from query import sql as query_sql
-from shared import counts, revocation
-from tally.distribute import DISTRIBUTED
+from lifecycle import sql as lifecycle_sql
+from shared import counts, idempotency, projects, revocation, suppressions
+from tally.distribute import DISTRIBUTED, REFERENCE
 
-PROJECT_TABLES = set(DISTRIBUTED) | {"event_schemas"}
+PROJECT_TABLES = (set(DISTRIBUTED) | set(REFERENCE)) - {"revoked_tokens"}
 VOLATILE = re.compile(r"\b(now|nextval|random|clock_timestamp|statement_timestamp|transaction_timestamp|gen_random_uuid)\s*\(", re.I)
 SET_CLAUSE = re.compile(r"\b(?:UPDATE\s+\w+(?:\s+AS\s+\w+)?|DO\s+UPDATE)\s+SET\b(.*?)(?=\bWHERE\b|\bRETURNING\b|\)\s*,|$)", re.I | re.S)
 WRITES = re.compile(r"\b(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+(\w+)", re.I)
@@ -26,6 +27,10 @@ ACROSS_PROJECTS = {
     "LOAD_PLAN": "each worker's per-second copy of the whole tracking plan: event_schemas is a reference table",
     "PURGE_EXPIRED_KEYS": "maintenance every 10 minutes over every project's expired keys",
     "PROJECTS_WITH_DELTAS": "the fold finds the projects it then folds one at a time",
+    "LOAD_PROJECTS": "each worker's per-second copy of every project's settings: a reference table",
+    "LOAD_SUPPRESSIONS": "each ingest worker's per-second copy of the suppressed ids: a reference table",
+    "UNFINISHED_ERASURES": "the erasure runner's queue, over a partial index of the jobs not finished",
+    "PROJECTS_WITH_EVENTS": "the retention pass (every 30 s) finds the projects a default retention applies to",
 }
 
 
@@ -50,7 +55,8 @@ def text_of(statement: str | Composable) -> str:
 
 
 def statements() -> Iterator[tuple[str, str]]:
-    for module in (ingest_sql, plans_sql, query_sql, counts, revocation):
+    for module in (ingest_sql, plans_sql, query_sql, lifecycle_sql, counts, idempotency, projects, revocation,
+                   suppressions):
         for name, value in vars(module).items():
             if name.isupper() and isinstance(value, (str, Composable)):
                 text = text_of(value)
@@ -70,7 +76,7 @@ STATEMENTS = dict(statements())
 
 def test_the_scan_finds_the_statements():
     assert {"ingest.sql.INSERT_EVENTS", "ingest.sql.STORE_EVENTS", "shared.counts.APPEND_COUNTS",
-            "shared.counts.TAKE_DELTAS", "plans.sql.REPLACE_SCHEMA", "ingest.sql.UPSERT_RESPONSE"} <= set(STATEMENTS)
+            "shared.counts.TAKE_DELTAS", "plans.sql.REPLACE_SCHEMA", "shared.idempotency.UPSERT_RESPONSE"} <= set(STATEMENTS)
 
 
 # The one statement that writes two project tables, and why (docs/scaling.md): split in two it

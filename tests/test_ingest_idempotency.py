@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from ingest import sql
+from shared import idempotency
 from ingest.service import purge_expired_keys
 from shared.db import create_pool
 from tests.factories import auth_headers, make_batch
@@ -70,7 +70,7 @@ def test_retry_while_the_first_is_in_flight_is_409_then_succeeds(client, auth, d
     batch = make_batch(2)
     with db.transaction():
         # The lock the service takes while it stores the first request with this key.
-        lock = sql.TRY_LOCK_IDEMPOTENCY_KEY.replace("pg_try_advisory_xact_lock", "pg_advisory_xact_lock")
+        lock = idempotency.TRY_LOCK_IDEMPOTENCY_KEY.replace("pg_try_advisory_xact_lock", "pg_advisory_xact_lock")
         db.execute(lock, {"project": project, "key": "k-4"})
         busy = client.post("/v1/batch", json=batch, headers={**auth, "Idempotency-Key": "k-4"})
         assert busy.status_code == 409

@@ -29,7 +29,7 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ingest import sql as ingest_sql
+from shared import idempotency
 from tally.app import create_app
 from tests.factories import SECRET, auth_headers, make_event
 from tests.helpers import make_settings
@@ -90,6 +90,8 @@ class ProjectB:
     names: list[str] = field(default_factory=list)
     # tracking-plan event name -> the ETag B was given for its schema
     schemas: dict[str, str] = field(default_factory=dict)
+    erasures: list[str] = field(default_factory=list)  # B's erasure job ids
+    suppressed: list[str] = field(default_factory=list)  # ids B suppressed (never ids of B's events)
     stored: dict = field(default_factory=dict)
 
     @property
@@ -109,7 +111,8 @@ class ProjectB:
         keys = {self.key(p, n) for p in INGEST_PATHS for n in (1, 2, "in-flight")}
         # "$identify" and the like are every project's names for non-track events, not B's data.
         names = [name for name in self.names if not name.startswith("$")]
-        return {self.id, self.live_jti, self.revoked_jti, *self.message_ids, *self.users, *names, *self.schemas, *keys}
+        return {self.id, self.live_jti, self.revoked_jti, *self.message_ids, *self.users, *names, *self.schemas, *keys,
+                *self.erasures, *self.suppressed}
 
 
 def stored(db: psycopg.Connection, project: str) -> dict[str, list]:
@@ -136,6 +139,9 @@ def stored(db: psycopg.Connection, project: str) -> dict[str, list]:
             "SELECT event, schema, mode, description, version, revision, created_at, updated_at, updated_by "
             "FROM event_schemas WHERE project_id = %s ORDER BY event", [project],
         ).fetchall(),
+        "projects": db.execute("SELECT settings, updated_at, updated_by FROM projects WHERE project_id = %s", [project]).fetchall(),
+        "erasures": db.execute("SELECT * FROM erasures WHERE project_id = %s ORDER BY id", [project]).fetchall(),
+        "suppressions": db.execute("SELECT * FROM suppressions WHERE project_id = %s ORDER BY user_id", [project]).fetchall(),
     }
 
 
@@ -201,6 +207,25 @@ def b(client, database_url) -> ProjectB:
     assert response.status_code == 200, response.text
     wait_until_refused(client, bearer(token_with_jti(project, revoked_jti)))
 
+    # The lifecycle: a retention long enough to keep B's June events, and two erasure jobs of
+    # ids B never sent events for (one suppressing them), waited for until done.
+    response = client.patch("/v1/project", json={"retention_days": 36500}, headers=seeded.auth)
+    assert response.status_code == 200, response.text
+    seeded.suppressed = [f"b-erased-{tag}-1", f"b-erased-{tag}/2"]
+    for users, suppress in ((seeded.suppressed, True), ([f"b-erased-{tag}-3"], False)):
+        response = client.post("/v1/erasures", json={"users": users, "suppress": suppress},
+                               headers={**seeded.auth, "Idempotency-Key": seeded.key("/v1/erasures", len(seeded.erasures))})
+        assert response.status_code == 202, response.text
+        seeded.erasures.append(response.json()["id"])
+    deadline = time.monotonic() + 30
+    while any(client.get(f"/v1/erasures/{i}", headers=seeded.auth).json()["status"] != "done" for i in seeded.erasures):
+        assert time.monotonic() < deadline, "B's erasures did not finish in 30 s"
+        time.sleep(0.2)
+    for path in ("/v1/erasures", "/v1/suppressions"):
+        response = client.get(path, params={"limit": 1}, headers=seeded.auth)
+        assert response.status_code == 200 and response.json()["next_cursor"], response.text
+        seeded.cursors[path] = ({"limit": 1}, response.json()["next_cursor"])
+
     with psycopg.connect(database_url, autocommit=True) as db:
         seeded.stored = stored(db, project)
     rows = seeded.stored["events"]
@@ -249,7 +274,7 @@ def ingest_case(path: str) -> Callable:
         third = orjson.loads(orjson.dumps(mine))
         for event in third["batch"] if batch else [third]:
             event["messageId"] = f"a-{uuid.uuid4().hex}"
-        lock = ingest_sql.TRY_LOCK_IDEMPOTENCY_KEY.replace("pg_try_advisory_xact_lock", "pg_advisory_xact_lock")
+        lock = idempotency.TRY_LOCK_IDEMPOTENCY_KEY.replace("pg_try_advisory_xact_lock", "pg_advisory_xact_lock")
         sent = [(orjson.dumps(mine), b.key(path, 1)), (second, b.key(path, 2)), (orjson.dumps(third), b.key(path, "in-flight"))]
         with db.transaction():
             db.execute(lock, {"project": b.id, "key": b.key(path, "in-flight")})
@@ -507,6 +532,66 @@ def rudderstack_config_case(client, db, b: ProjectB, a: str) -> None:
         assert [i for i in b.identifiers() if i in response.text] == []
 
 
+def project_settings_case(method: str) -> Callable:
+    def case(client, db, b: ProjectB, a: str) -> None:
+        auth = auth_headers(a)
+        if method == "PATCH":
+            # Fields that might name a project are unknown fields: 422, nothing stored.
+            refused = client.patch("/v1/project", json={"retention_days": 30, **b.naming()}, headers=auth)
+            assert refused.status_code == 422, refused.text
+            changed = client.patch("/v1/project", json={"retention_days": 36500}, headers=auth)
+            assert changed.status_code == 200, changed.text
+        response = client.get("/v1/project", params=b.naming(), headers=auth)
+        assert response.status_code == 200 and response.json()["project"] == a, response.text
+        assert [i for i in b.identifiers() if i in response.text] == []
+
+    return case
+
+
+def request_erasure_case(client, db, b: ProjectB, a: str) -> None:
+    """A erasing B's ids (B's Idempotency-Key, B's naming fields rejected) removes nothing of B's."""
+    auth = auth_headers(a)
+    refused = client.post("/v1/erasures", json={"users": b.users, **b.naming()}, headers=auth)
+    assert refused.status_code == 422, refused.text
+    response = client.post("/v1/erasures", json={"users": b.users + b.suppressed},
+                           headers={**auth, "Idempotency-Key": b.key("/v1/erasures", 0)})
+    assert response.status_code == 202 and "idempotent-replayed" not in response.headers, response.text
+    job = response.json()["id"]
+    deadline = time.monotonic() + 10
+    while (state := client.get(f"/v1/erasures/{job}", headers=auth).json())["status"] != "done":
+        assert time.monotonic() < deadline, state
+        time.sleep(0.1)
+    assert state["events_erased"] == 0
+
+
+def list_erasures_case(path: str) -> Callable:
+    def case(client, db, b: ProjectB, a: str) -> None:
+        auth = auth_headers(a)
+        response = client.get(path, params=b.naming(), headers=auth)
+        assert response.status_code == 200, response.text
+        assert [i for i in b.identifiers() if i in response.text] == []
+        params, cursor = b.cursors[path]
+        assert_invalid_cursor(client.get(path, params={**params, "cursor": cursor}, headers=auth))
+
+    return case
+
+
+def read_erasure_case(client, db, b: ProjectB, a: str) -> None:
+    for job in b.erasures:
+        response = client.get(f"/v1/erasures/{job}", headers=auth_headers(a))
+        assert response.status_code == 404, response.text
+        same = client.get(f"/v1/erasures/{job}", headers=stranger())
+        assert without_request_id(response) == without_request_id(same)
+
+
+def lift_suppression_case(client, db, b: ProjectB, a: str) -> None:
+    for user in b.suppressed:
+        response = client.delete("/v1/suppressions/" + quote(user, safe=""), headers=auth_headers(a))
+        assert response.status_code == 404, response.text
+        same = client.delete("/v1/suppressions/" + quote(user, safe=""), headers=stranger())
+        assert without_request_id(response) == without_request_id(same)
+
+
 PROJECT_FREE = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect")
 
 CASES: dict[tuple[str, str], Callable] = {
@@ -527,6 +612,13 @@ CASES: dict[tuple[str, str], Callable] = {
     ("POST", "/rsaMetrics"): sdk_telemetry_case("/rsaMetrics"),
     ("GET", "/v1/projects/{write_key}/settings"): segment_settings_case,
     ("GET", "/sourceConfig/"): rudderstack_config_case,
+    ("GET", "/v1/project"): project_settings_case("GET"),
+    ("PATCH", "/v1/project"): project_settings_case("PATCH"),
+    ("POST", "/v1/erasures"): request_erasure_case,
+    ("GET", "/v1/erasures"): list_erasures_case("/v1/erasures"),
+    ("GET", "/v1/erasures/{erasure_id}"): read_erasure_case,
+    ("GET", "/v1/suppressions"): list_erasures_case("/v1/suppressions"),
+    ("DELETE", "/v1/suppressions/{user_id:path}"): lift_suppression_case,
     ("HEAD", "/sourceConfig/"): rudderstack_config_case,
     # Starlette mounts HEAD beside GET for the documentation routes: each method gets the check.
     **{route: project_free_case(*route) for route in ROUTES if route[1] in PROJECT_FREE},

@@ -1,0 +1,1 @@
+"""Data lifecycle: project settings (retention), retention, erasure and suppression."""
